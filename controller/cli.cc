@@ -1,0 +1,360 @@
+#include "controller/cli.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "db/connection.h"
+#include "db/migrator.h"
+#include "db/registry.h"
+#include "fleet/registry.h"
+
+namespace controller {
+namespace {
+
+using Json = nlohmann::json;
+
+// A flag or value the user got wrong: exit status 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+void Require(const std::optional<std::string>& problem) {
+  if (problem) throw UsageError(*problem);
+}
+
+struct Globals {
+  std::string db;
+};
+
+std::unique_ptr<pqxx::connection> OpenDatabase(const Globals& g) {
+  if (g.db.empty()) {
+    throw UsageError(
+        "no database given: set --db or FLEETWAVE_DB to a libpq connection string or URI, e.g. "
+        "postgresql://fleetwave@127.0.0.1:5432/fleetwave (`scripts/stack env` prints the local "
+        "stack's)");
+  }
+  return db::Connect(g.db);
+}
+
+std::string OrDash(const std::optional<std::string>& s) { return s ? *s : "-"; }
+
+Json ToJson(const db::DeviceRecord& r) {
+  return Json{{"id", r.device.id},
+              {"model", r.device.model},
+              {"firmware", r.device.firmware},
+              {"ring", r.device.ring},
+              {"attributes", r.device.attributes},
+              {"lastSeen", r.last_seen ? Json(*r.last_seen) : Json(nullptr)},
+              {"quarantined", r.quarantined},
+              {"createdAt", r.created_at}};
+}
+
+Json ToJson(const db::ReleaseRecord& r) {
+  return Json{{"id", r.id},
+              {"model", r.release.model},
+              {"version", r.release.version},
+              {"url", r.release.url},
+              {"sha256", r.release.sha256},
+              {"size", r.release.size},
+              {"state", fleet::ToString(r.release.state)},
+              {"createdAt", r.created_at}};
+}
+
+// ---- migrate ---------------------------------------------------------------------------------
+
+void AddMigrate(CLI::App& app, Globals& g) {
+  auto* cmd = app.add_subcommand("migrate", "Apply the pending schema migrations");
+  cmd->footer(
+      "Migrations are built into the binary and forward-only; concurrent runs are safe.\n"
+      "Example:\n  fleetwave migrate\n  fleetwave migrate --status");
+  auto status = std::make_shared<bool>(false);
+    cmd->add_flag("--status", *status, "List the migrations and whether each is applied");
+  cmd->callback([&g, status] {
+    auto conn = OpenDatabase(g);
+    db::Migrator migrator(*conn);
+    if (*status) {
+      std::printf("%-7s %-32s %-8s %s\n", "VERSION", "NAME", "STATE", "APPLIED_AT");
+      for (const auto& s : migrator.Status()) {
+        std::printf("%-7d %-32s %-8s %s\n", s.migration.version, s.migration.name.c_str(),
+                    s.applied_at ? "applied" : "pending", OrDash(s.applied_at).c_str());
+      }
+      return;
+    }
+    std::vector<std::string> applied = migrator.Apply();
+    for (const auto& name : applied) std::printf("applied %s\n", name.c_str());
+    std::printf("database is up to date (%zu migrations, %zu applied now)\n",
+                db::EmbeddedMigrations().size(), applied.size());
+  });
+}
+
+// ---- device ----------------------------------------------------------------------------------
+
+void AddDevice(CLI::App& parent, Globals& g) {
+  auto* device = parent.add_subcommand("device", "Register and inspect devices");
+  device->require_subcommand(1);
+
+  {
+    auto* cmd = device->add_subcommand("add", "Register one device");
+    cmd->footer("Example:\n  fleetwave device add robot-0001 --model arm-v2 --firmware 1.4.2 "
+                "--ring canary --attr site=lyon");
+    auto d = std::make_shared<fleet::Device>();
+    auto attrs = std::make_shared<std::vector<std::string>>();
+    cmd->add_option("id", d->id, "Device id (thing name): 1-128 of A-Z a-z 0-9 _ . : -")
+        ->required();
+    cmd->add_option("--model", d->model, "Hardware model")->required();
+    cmd->add_option("--firmware", d->firmware, "Installed firmware, a semantic version")
+        ->required();
+    cmd->add_option("--ring", d->ring, "Rollout ring; 'canary' devices go first")
+        ->capture_default_str();
+    cmd->add_option("--attr", *attrs, "Attribute KEY=VALUE (repeatable)");
+    cmd->callback([&g, d, attrs] {
+      for (const std::string& kv : *attrs) {
+        size_t eq = kv.find('=');
+        if (eq == std::string::npos)
+          throw UsageError("--attr \"" + kv + "\" is invalid: use KEY=VALUE, e.g. site=lyon");
+        d->attributes[kv.substr(0, eq)] = kv.substr(eq + 1);
+      }
+      Require(fleet::CheckDevice(*d));
+      auto conn = OpenDatabase(g);
+      db::Registry(*conn).AddDevice(*d);
+      std::printf("added device %s (model %s, firmware %s, ring %s)\n", d->id.c_str(),
+                  d->model.c_str(), d->firmware.c_str(), d->ring.c_str());
+    });
+  }
+
+  {
+    auto* cmd = device->add_subcommand("import", "Register many devices from CSV, all or nothing");
+    cmd->footer(
+        "The CSV header names the columns id,model,firmware and optionally ring.\n"
+        "A file with any bad row (malformed, duplicated, already registered) imports nothing\n"
+        "and the first 20 bad lines are listed.\n"
+        "Example:\n  fleetwave device import fleet.csv\n  generate-fleet | fleetwave device "
+        "import -");
+    auto file = std::make_shared<std::string>();
+    cmd->add_option("file", *file, "CSV file, or - for standard input")->required();
+    cmd->callback([&g, file] {
+      std::ifstream stream;
+      std::istream* in = &std::cin;
+      if (*file != "-") {
+        stream.open(*file);
+        if (!stream) throw UsageError("cannot open " + *file + ": " + std::strerror(errno));
+        in = &stream;
+      }
+      auto conn = OpenDatabase(g);
+      const bool tty = isatty(STDERR_FILENO);
+      const auto start = std::chrono::steady_clock::now();
+      auto seconds = [&start] {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      };
+      db::ImportReport report = db::Registry(*conn).ImportDevices(*in, [&](int64_t rows) {
+        if (tty)
+          std::fprintf(stderr, "\rreading: %lld rows (%.0f rows/s)   ",
+                       static_cast<long long>(rows), rows / std::max(seconds(), 1e-3));
+      });
+      if (tty) std::fputc('\n', stderr);
+      if (!report.ok()) {
+        std::string message = "import refused, nothing was imported: " +
+                              std::to_string(report.bad_rows) + " bad row(s)";
+        for (const auto& p : report.problems)
+          message += "\n  line " + std::to_string(p.line) + ": " + p.reason;
+        if (report.bad_rows > static_cast<int64_t>(report.problems.size()))
+          message += "\n  ... and " +
+                     std::to_string(report.bad_rows - report.problems.size()) + " more";
+        throw db::Error(message);
+      }
+      double s = seconds();
+      std::printf("imported %lld devices in %.1f s (%.0f devices/s)\n",
+                  static_cast<long long>(report.imported), s, report.imported / std::max(s, 1e-3));
+    });
+  }
+
+  {
+    auto* cmd = device->add_subcommand("list", "List registered devices");
+    cmd->footer("Example:\n  fleetwave device list --model arm-v2\n  fleetwave device list --json");
+    auto model = std::make_shared<std::string>();
+    cmd->add_option("--model", *model, "Only devices of this model");
+    auto json = std::make_shared<bool>(false);
+    cmd->add_flag("--json", *json, "A JSON array of device objects");
+    cmd->callback([&g, model, json] {
+      std::optional<std::string> filter;
+      if (!model->empty()) {
+        Require(fleet::CheckModel(*model));
+        filter = *model;
+      }
+      auto conn = OpenDatabase(g);
+      bool first = true;
+      if (*json) std::fputs("[", stdout);
+      else
+        std::printf("%-32s %-16s %-14s %-10s %-20s %s\n", "ID", "MODEL", "FIRMWARE", "RING",
+                    "LAST_SEEN", "QUARANTINED");
+      db::Registry(*conn).ForEachDevice(filter, [&](const db::DeviceRecord& r) {
+        if (*json) {
+          std::printf("%s\n%s", first ? "" : ",", ToJson(r).dump().c_str());
+        } else {
+          std::printf("%-32s %-16s %-14s %-10s %-20s %s\n", r.device.id.c_str(),
+                      r.device.model.c_str(), r.device.firmware.c_str(), r.device.ring.c_str(),
+                      OrDash(r.last_seen).c_str(), r.quarantined ? "yes" : "no");
+        }
+        first = false;
+      });
+      if (*json) std::puts(first ? "]" : "\n]");
+    });
+  }
+
+  {
+    auto* cmd = device->add_subcommand("show", "Show one device");
+    cmd->footer("Example:\n  fleetwave device show robot-0001");
+    auto id = std::make_shared<std::string>();
+    cmd->add_option("id", *id, "Device id")->required();
+    auto json = std::make_shared<bool>(false);
+    cmd->add_flag("--json", *json, "A JSON object");
+    cmd->callback([&g, id, json] {
+      Require(fleet::CheckDeviceId(*id));
+      auto conn = OpenDatabase(g);
+      auto r = db::Registry(*conn).FindDevice(*id);
+      if (!r) throw db::NotFound("there is no device " + *id);
+      if (*json) {
+        std::puts(ToJson(*r).dump(2).c_str());
+        return;
+      }
+      std::printf("id:          %s\nmodel:       %s\nfirmware:    %s\nring:        %s\n",
+                  r->device.id.c_str(), r->device.model.c_str(), r->device.firmware.c_str(),
+                  r->device.ring.c_str());
+      std::printf("attributes:  %s\nlast seen:   %s\nquarantined: %s\ncreated:     %s\n",
+                  Json(r->device.attributes).dump().c_str(), OrDash(r->last_seen).c_str(),
+                  r->quarantined ? "yes" : "no", r->created_at.c_str());
+    });
+  }
+}
+
+// ---- release ---------------------------------------------------------------------------------
+
+void AddRelease(CLI::App& parent, Globals& g) {
+  auto* release = parent.add_subcommand("release", "Publish and control firmware releases");
+  release->require_subcommand(1);
+
+  {
+    auto* cmd = release->add_subcommand("add", "Publish a firmware release (state: active)");
+    cmd->footer(
+        "Example:\n  fleetwave release add --model arm-v2 --version 1.5.0 \\\n"
+        "    --url https://firmware.example.com/arm-v2/1.5.0.bin \\\n"
+        "    --sha256 $(sha256sum 1.5.0.bin | cut -c1-64) --size $(stat -c %s 1.5.0.bin)");
+    auto r = std::make_shared<fleet::Release>();
+    cmd->add_option("--model", r->model, "Hardware model")->required();
+    cmd->add_option("--version", r->version, "Semantic version, e.g. 1.5.0 or 2.0.0-rc.1")
+        ->required();
+    cmd->add_option("--url", r->url, "http(s) URL of the image")->required();
+    cmd->add_option("--sha256", r->sha256, "SHA-256 of the image, 64 lowercase hex")->required();
+    cmd->add_option("--size", r->size, "Image size in bytes")->required();
+    cmd->callback([&g, r] {
+      Require(fleet::CheckRelease(*r));
+      auto conn = OpenDatabase(g);
+      db::Registry(*conn).AddRelease(*r);
+      std::printf("added release %s %s (active)\n", r->model.c_str(), r->version.c_str());
+    });
+  }
+
+  {
+    auto* cmd = release->add_subcommand("list", "List releases, newest version first per model");
+    cmd->footer("Example:\n  fleetwave release list\n  fleetwave release list --json");
+    auto model = std::make_shared<std::string>();
+    cmd->add_option("--model", *model, "Only releases of this model");
+    auto json = std::make_shared<bool>(false);
+    cmd->add_flag("--json", *json, "A JSON array of release objects");
+    cmd->callback([&g, model, json] {
+      std::optional<std::string> filter;
+      if (!model->empty()) {
+        Require(fleet::CheckModel(*model));
+        filter = *model;
+      }
+      auto conn = OpenDatabase(g);
+      auto releases = db::Registry(*conn).ListReleases(filter);
+      if (*json) {
+        Json out = Json::array();
+        for (const auto& r : releases) out.push_back(ToJson(r));
+        std::puts(out.dump(2).c_str());
+        return;
+      }
+      std::printf("%-16s %-14s %-8s %-12s %s\n", "MODEL", "VERSION", "STATE", "SIZE", "URL");
+      for (const auto& r : releases) {
+        std::printf("%-16s %-14s %-8s %-12lld %s\n", r.release.model.c_str(),
+                    r.release.version.c_str(), std::string(fleet::ToString(r.release.state)).c_str(),
+                    static_cast<long long>(r.release.size), r.release.url.c_str());
+      }
+    });
+  }
+
+  for (auto [name, state, what] :
+       {std::tuple{"halt", fleet::ReleaseState::kHalted, "Stop rolling a release out"},
+        std::tuple{"resume", fleet::ReleaseState::kActive, "Let a halted release roll out again"}}) {
+    auto* cmd = release->add_subcommand(name, what);
+    cmd->footer(std::string("Example:\n  fleetwave release ") + name +
+                " --model arm-v2 --version 1.5.0");
+    auto model = std::make_shared<std::string>();
+    auto version = std::make_shared<std::string>();
+    cmd->add_option("--model", *model, "Hardware model")->required();
+    cmd->add_option("--version", *version, "Release version")->required();
+    cmd->callback([&g, model, version, state = state] {
+      Require(fleet::CheckModel(*model));
+      Require(fleet::CheckVersion("version", *version));
+      auto conn = OpenDatabase(g);
+      fleet::ReleaseState was = db::Registry(*conn).SetReleaseState(*model, *version, state);
+      std::printf("release %s %s: %s (was %s)\n", model->c_str(), version->c_str(),
+                  std::string(fleet::ToString(state)).c_str(),
+                  std::string(fleet::ToString(was)).c_str());
+    });
+  }
+}
+
+}  // namespace
+
+int RunCli(int argc, char** argv) {
+  CLI::App app{"fleetwave: rolls firmware out to fleets in widening, health-gated waves"};
+  app.footer("Run `fleetwave COMMAND --help` for a command's flags and an example.");
+  app.set_version_flag("--version", "fleetwave 0.1.0");
+  app.require_subcommand(1);
+  Globals g;
+  app.add_option("--db", g.db, "PostgreSQL connection string or URI")
+      ->envname("FLEETWAVE_DB");
+  AddMigrate(app, g);
+  AddDevice(app, g);
+  AddRelease(app, g);
+
+  try {
+    app.parse(argc, argv);
+    return 0;
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Point at the help of the deepest command the user reached, e.g. `fleetwave device --help`.
+    std::string chain = "fleetwave";
+    for (CLI::App* cmd = &app; !cmd->get_subcommands().empty();) {
+      cmd = cmd->get_subcommands().front();
+      chain += " " + cmd->get_name();
+    }
+    std::fprintf(stderr, "error: %s\nRun `%s --help` for the commands, flags and an example.\n",
+                 e.what(), chain.c_str());
+    return 2;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  } catch (const db::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace controller

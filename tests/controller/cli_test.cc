@@ -1,0 +1,226 @@
+// The `fleetwave` registry commands, run as a user runs them, against a real PostgreSQL.
+#include <fstream>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+
+#include "tests/support/process.h"
+#include "tests/support/test_database.h"
+
+namespace {
+
+using testing::HasSubstr;
+using testing_support::FleetwaveBinary;
+using testing_support::ProcessResult;
+using testing_support::RunProcess;
+using testing_support::TestDatabase;
+
+class CliTest : public ::testing::Test {
+ protected:
+  TestDatabase database_;
+  const std::string sha_ = std::string(64, 'c');
+
+  ProcessResult Run(std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), FleetwaveBinary());
+    return RunProcess(args, {{"FLEETWAVE_DB", database_.conninfo()}}, input);
+  }
+  // Runs and expects success, returning stdout.
+  std::string Ok(const std::vector<std::string>& args, const std::string& input = "") {
+    ProcessResult r = Run(args, input);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  }
+  // Runs and expects a usage error (exit 2) whose message contains every part.
+  void Usage(const std::vector<std::string>& args, std::initializer_list<const char*> parts) {
+    ProcessResult r = Run(args);
+    EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+    for (const char* p : parts) EXPECT_THAT(r.err, HasSubstr(p));
+  }
+  int64_t Devices() {
+    auto conn = database_.Connect();
+    pqxx::read_transaction txn(*conn);
+    return txn.exec1("select count(*) from fleetwave.devices")[0].as<int64_t>();
+  }
+};
+
+TEST_F(CliTest, NoCommandIsAUsageError) {
+  ProcessResult r = Run({});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--help"));
+  Usage({"device", "frobnicate"}, {"fleetwave device --help"});
+}
+
+TEST_F(CliTest, EveryCommandHasHelpWithAnExample) {
+  for (std::vector<std::string> cmd :
+       {std::vector<std::string>{"migrate"}, {"device", "add"}, {"device", "import"},
+        {"device", "list"}, {"device", "show"}, {"release", "add"}, {"release", "list"},
+        {"release", "halt"}, {"release", "resume"}}) {
+    cmd.push_back("--help");
+    ProcessResult r = Run(cmd);
+    EXPECT_EQ(r.exit_code, 0) << cmd[0];
+    EXPECT_THAT(r.out, HasSubstr("Example:\n  fleetwave " + cmd[0]));
+  }
+}
+
+TEST_F(CliTest, MissingDatabaseSettingIsAUsageError) {
+  ProcessResult r = RunProcess({FleetwaveBinary(), "device", "list"}, {{"FLEETWAVE_DB", ""}});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("FLEETWAVE_DB"));
+}
+
+TEST_F(CliTest, UnreachableDatabaseIsARuntimeErrorNamingTheAddress) {
+  ProcessResult r = RunProcess({FleetwaveBinary(), "--db",
+                                "postgresql://fleetwave@127.0.0.1:1/fleetwave", "device", "list"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("cannot connect to PostgreSQL at 127.0.0.1:1/fleetwave"));
+}
+
+TEST_F(CliTest, MigrateIsIdempotentAndShowsStatus) {
+  EXPECT_THAT(Ok({"migrate"}), HasSubstr("0 applied now"));  // the fixture already migrated
+  EXPECT_THAT(Ok({"migrate", "--status"}), HasSubstr("0001_init.sql"));
+}
+
+TEST_F(CliTest, MigrateOnAFreshDatabaseAppliesEverything) {
+  TestDatabase fresh(/*migrate=*/false);
+  ProcessResult r = RunProcess({FleetwaveBinary(), "migrate"}, {{"FLEETWAVE_DB", fresh.conninfo()}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("applied 0001_init.sql"));
+  r = RunProcess({FleetwaveBinary(), "migrate", "--status"}, {{"FLEETWAVE_DB", fresh.conninfo()}});
+  EXPECT_THAT(r.out, HasSubstr("applied"));
+  EXPECT_THAT(r.out, testing::Not(HasSubstr("pending")));
+}
+
+TEST_F(CliTest, MigrateRefusesATamperedHistory) {
+  {
+    auto conn = database_.Connect();
+    pqxx::work txn(*conn);
+    txn.exec("update fleetwave.schema_migrations set checksum = 'tampered' where version = 1");
+    txn.commit();
+  }
+  ProcessResult r = Run({"migrate"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("0001_init.sql was changed after it was applied"));
+}
+
+TEST_F(CliTest, DeviceAddShowAndList) {
+  EXPECT_THAT(Ok({"device", "add", "robot-1", "--model", "arm", "--firmware", "1.4.2", "--ring",
+                  "canary", "--attr", "site=lyon", "--attr", "row=3"}),
+              HasSubstr("added device robot-1"));
+  Ok({"device", "add", "robot-2", "--model", "leg", "--firmware", "2.0.0"});
+  std::string shown = Ok({"device", "show", "robot-1"});
+  EXPECT_THAT(shown, HasSubstr("canary"));
+  EXPECT_THAT(shown, HasSubstr("\"site\":\"lyon\""));
+  auto json = nlohmann::json::parse(Ok({"device", "show", "robot-1", "--json"}));
+  EXPECT_EQ(json["attributes"]["row"], "3");
+  std::string list = Ok({"device", "list"});
+  EXPECT_THAT(list, HasSubstr("robot-1"));
+  EXPECT_THAT(list, HasSubstr("robot-2"));
+  auto arms = nlohmann::json::parse(Ok({"device", "list", "--model", "arm", "--json"}));
+  ASSERT_EQ(arms.size(), 1u);
+  EXPECT_EQ(arms[0]["id"], "robot-1");
+  EXPECT_EQ(nlohmann::json::parse(Ok({"device", "list", "--model", "none", "--json"})).size(), 0u);
+}
+
+TEST_F(CliTest, DeviceAddRefusesEachBadValue) {
+  Usage({"device", "add", "a/b", "--model", "arm", "--firmware", "1.0.0"},
+        {"device id \"a/b\"", "A-Z a-z 0-9"});
+  Usage({"device", "add", "a$b", "--model", "arm", "--firmware", "1.0.0"}, {"device id"});
+  Usage({"device", "add", std::string(129, 'x'), "--model", "arm", "--firmware", "1.0.0"},
+        {"1 to 128"});
+  Usage({"device", "add", "r1", "--model", "a rm", "--firmware", "1.0.0"}, {"model \"a rm\""});
+  Usage({"device", "add", "r1", "--model", "arm", "--firmware", "1.0"},
+        {"firmware \"1.0\"", "MAJOR.MINOR.PATCH"});
+  Usage({"device", "add", "r1", "--model", "arm", "--firmware", "1.0.0", "--ring", "a/b"},
+        {"ring \"a/b\""});
+  Usage({"device", "add", "r1", "--model", "arm", "--firmware", "1.0.0", "--attr", "novalue"},
+        {"--attr \"novalue\"", "KEY=VALUE"});
+  Usage({"device", "add", "r1", "--model", "arm"}, {"--firmware"});
+  Usage({"device", "show", "a/b"}, {"device id"});
+  EXPECT_EQ(Devices(), 0);
+}
+
+TEST_F(CliTest, DuplicateDeviceAndUnknownDeviceAreRuntimeErrors) {
+  Ok({"device", "add", "r1", "--model", "arm", "--firmware", "1.0.0"});
+  ProcessResult r = Run({"device", "add", "r1", "--model", "arm", "--firmware", "1.0.0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("device r1 already exists"));
+  r = Run({"device", "show", "r9"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("there is no device r9"));
+}
+
+TEST_F(CliTest, ImportFromFileAndStdin) {
+  std::string path = ::testing::TempDir() + "/fleet.csv";
+  std::ofstream(path) << "id,model,firmware,ring\nf1,arm,1.0.0,canary\nf2,arm,1.0.0,\n";
+  EXPECT_THAT(Ok({"device", "import", path}), HasSubstr("imported 2 devices"));
+  EXPECT_THAT(Ok({"device", "import", "-"}, "id,model,firmware\ns1,leg,3.0.0\n"),
+              HasSubstr("imported 1 devices"));
+  EXPECT_EQ(Devices(), 3);
+}
+
+TEST_F(CliTest, ImportWithBadRowsListsThemAndImportsNothing) {
+  std::string csv = "id,model,firmware\nok1,arm,1.0.0\nbad/1,arm,1.0.0\nok1,arm,1.0.0\n";
+  for (int i = 0; i < 30; ++i) csv += "x" + std::to_string(i) + ",arm,nope\n";
+  ProcessResult r = Run({"device", "import", "-"}, csv);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("nothing was imported: 31 bad row(s)"));
+  EXPECT_THAT(r.err, HasSubstr("line 3: device id \"bad/1\""));
+  EXPECT_THAT(r.err, HasSubstr("line 5: firmware \"nope\""));
+  EXPECT_THAT(r.err, HasSubstr("... and 11 more"));
+  EXPECT_EQ(Devices(), 0);
+  // Once the malformed rows are fixed, the duplicate on line 4 is what remains.
+  r = Run({"device", "import", "-"}, "id,model,firmware\nok1,arm,1.0.0\nok1,arm,1.0.0\n");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("line 3: device id \"ok1\" appears again (first on line 2)"));
+  EXPECT_EQ(Devices(), 0);
+}
+
+TEST_F(CliTest, ImportOfAMissingFileIsAUsageError) {
+  Usage({"device", "import", "/nonexistent/fleet.csv"}, {"cannot open /nonexistent/fleet.csv"});
+}
+
+TEST_F(CliTest, ReleaseAddListHaltResume) {
+  EXPECT_THAT(Ok({"release", "add", "--model", "arm", "--version", "1.10.0", "--url",
+                  "https://fw.example.com/arm/1.10.0.bin", "--sha256", sha_, "--size", "1024"}),
+              HasSubstr("added release arm 1.10.0"));
+  Ok({"release", "add", "--model", "arm", "--version", "1.9.0", "--url", "https://fw/1.9.0",
+      "--sha256", sha_, "--size", "1"});
+  auto json = nlohmann::json::parse(Ok({"release", "list", "--json"}));
+  ASSERT_EQ(json.size(), 2u);
+  EXPECT_EQ(json[0]["version"], "1.10.0");  // semver order, not text order
+  EXPECT_EQ(json[0]["state"], "active");
+  EXPECT_EQ(json[0]["size"], 1024);
+  EXPECT_THAT(Ok({"release", "list"}), HasSubstr("1.9.0"));
+  EXPECT_THAT(Ok({"release", "halt", "--model", "arm", "--version", "1.10.0"}),
+              HasSubstr("halted (was active)"));
+  EXPECT_THAT(Ok({"release", "resume", "--model", "arm", "--version", "1.10.0"}),
+              HasSubstr("active (was halted)"));
+  ProcessResult r = Run({"release", "halt", "--model", "arm", "--version", "7.0.0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("there is no release arm 7.0.0"));
+  r = Run({"release", "add", "--model", "arm", "--version", "1.9.0", "--url", "https://fw/x",
+           "--sha256", sha_, "--size", "1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("release arm 1.9.0 already exists"));
+}
+
+TEST_F(CliTest, ReleaseAddRefusesEachBadValue) {
+  auto add = [&](std::string version, std::string url, std::string sha, std::string size) {
+    return std::vector<std::string>{"release", "add", "--model", "arm", "--version", version,
+                                    "--url", url, "--sha256", sha, "--size", size};
+  };
+  Usage(add("1.0", "https://fw/x", sha_, "1"), {"version \"1.0\"", "semantic version"});
+  Usage(add("1.0.0", "ftp://fw/x", sha_, "1"), {"url \"ftp://fw/x\"", "http:// or https://"});
+  Usage(add("1.0.0", "https://fw/x", "abc", "1"), {"sha256 \"abc\"", "64 lowercase hex"});
+  Usage(add("1.0.0", "https://fw/x", sha_, "0"), {"size 0", "above 0"});
+  Usage(add("1.0.0", "https://fw/x", sha_, "-3"), {"size"});
+  Usage(add("1.0.0", "https://fw/x", sha_, "ten"), {"--size"});
+  Usage({"release", "halt", "--model", "arm", "--version", "x"}, {"version \"x\""});
+  auto conn = database_.Connect();
+  pqxx::read_transaction txn(*conn);
+  EXPECT_EQ(txn.exec1("select count(*) from fleetwave.releases")[0].as<int>(), 0);
+}
+
+}  // namespace
