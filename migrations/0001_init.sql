@@ -62,6 +62,9 @@ create table fleetwave.rollouts (
   current_wave integer not null default 0 check (current_wave >= 0),
   total        integer not null default 0 check (total >= 0),  -- devices targeted
   plan         jsonb not null default '{}',
+  -- The job document devices receive, less the per-execution fields (rollout.wave, issuedAt,
+  -- expiresAt) that are added when it is read.
+  job_document jsonb not null default '{}' check (jsonb_typeof(job_document) = 'object'),
   reason       text,
   created_at   timestamptz not null default now(),
   updated_at   timestamptz not null default now(),

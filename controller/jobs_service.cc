@@ -1,0 +1,362 @@
+#include "controller/jobs_service.h"
+
+#include <map>
+
+#include <spdlog/spdlog.h>
+
+namespace controller {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// At most `burst` log lines per window; the rest are counted and summarised, so a flood of bad
+// messages cannot flood the log.
+class RateLimitedLog {
+ public:
+  void Warn(const std::string& message) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto now = Clock::now();
+    if (now - window_start_ > std::chrono::seconds(10)) {
+      if (suppressed_ > 0) spdlog::warn("{} similar messages suppressed", suppressed_);
+      window_start_ = now;
+      logged_ = suppressed_ = 0;
+    }
+    if (logged_++ < 20) {
+      spdlog::warn("{}", message);
+    } else {
+      ++suppressed_;
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  Clock::time_point window_start_ = Clock::now();
+  int logged_ = 0;
+  uint64_t suppressed_ = 0;
+};
+
+RateLimitedLog& BadInputLog() {
+  static RateLimitedLog log;
+  return log;
+}
+
+mqtt::ClientOptions RequestsClient(const JobsServiceOptions& o, const mqtt::JobsTopics& topics) {
+  mqtt::ClientOptions c;
+  c.server_uri = o.mqtt_uri;
+  c.client_id = o.client_id;
+  c.clean_session = false;  // the broker keeps requests for us while we are down
+  c.subscriptions = topics.RequestFilters();
+  c.subscriptions.push_back(topics.TelemetryFilter());
+  c.max_inbound = 4 * o.max_batch;
+  c.max_inflight = o.max_inflight;
+  return c;
+}
+
+mqtt::ClientOptions PublisherClient(const JobsServiceOptions& o) {
+  mqtt::ClientOptions c;
+  c.server_uri = o.mqtt_uri;
+  c.client_id = o.client_id + "-pub";
+  c.clean_session = true;
+  c.max_inflight = o.max_inflight;
+  return c;
+}
+
+}  // namespace
+
+struct JobsService::Pending {
+  mqtt::JobsRequestMessage message;
+  mqtt::Answer answer;
+};
+
+JobsService::JobsService(JobsServiceOptions options)
+    : options_(std::move(options)),
+      topics_(options_.topic_root, options_.telemetry_root),
+      requests_(RequestsClient(options_, topics_)),
+      publisher_(PublisherClient(options_)),
+      store_(options_.db),
+      outbox_(options_.db) {}
+
+JobsService::~JobsService() { Stop(); }
+
+void JobsService::Start() {
+  serve_ = std::thread([this] { ServeLoop(); });
+  relay_ = std::thread([this] { RelayLoop(); });
+}
+
+void JobsService::Stop() {
+  if (stop_.exchange(true)) return;
+  requests_.Stop();
+  WakeRelay();
+  if (serve_.joinable()) serve_.join();
+  if (relay_.joinable()) relay_.join();
+  publisher_.Flush(std::chrono::seconds(5));
+  publisher_.Stop();
+}
+
+bool JobsService::WaitReady(std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  return requests_.WaitConnected(timeout) &&
+         publisher_.WaitConnected(std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::max(deadline - Clock::now(), Clock::duration::zero())));
+}
+
+JobsServiceStats JobsService::stats() const {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  return stats_;
+}
+
+void JobsService::WakeRelay() {
+  {
+    std::lock_guard<std::mutex> lock(relay_mu_);
+    relay_wake_ = true;
+  }
+  relay_cv_.notify_one();
+}
+
+void JobsService::Queue(const std::vector<db::NewExecution>& executions) {
+  if (executions.empty()) return;
+  db::JobsBatch batch;
+  batch.queue = executions;
+  std::vector<Pending> none;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    store_.RunBatch(batch, [&](db::JobsSnapshot& s) { return Decide(none, {}, s); });
+  }
+  WakeRelay();
+}
+
+void JobsService::ServeLoop() {
+  std::vector<mqtt::Message> messages;
+  while (!stop_) {
+    messages.clear();
+    if (requests_.Receive(&messages, options_.max_batch, std::chrono::milliseconds(200)) == 0)
+      continue;
+    // Group commit: whatever else arrives within the window joins this transaction.
+    auto window_end = Clock::now() + options_.batch_window;
+    while (messages.size() < options_.max_batch && Clock::now() < window_end && !stop_) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(window_end - Clock::now());
+      if (requests_.Receive(&messages, options_.max_batch - messages.size(),
+                            std::max(left, std::chrono::milliseconds(1))) == 0)
+        break;
+    }
+    ProcessBatch(messages);
+  }
+}
+
+void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
+  std::vector<Pending> requests;
+  std::vector<mqtt::Telemetry> telemetry;
+  uint64_t telemetry_rejected = 0;
+  for (mqtt::Message& m : messages) {
+    if (auto thing = topics_.ParseTelemetry(m.topic)) {
+      std::string error;
+      if (auto t = mqtt::ParseTelemetry(*thing, m.payload, &error)) {
+        telemetry.push_back(std::move(*t));
+      } else {
+        ++telemetry_rejected;
+        BadInputLog().Warn("telemetry from " + *thing + " dropped: " + error);
+      }
+      continue;
+    }
+    auto topic = topics_.ParseRequest(m.topic);
+    if (!topic) {
+      BadInputLog().Warn("message on unexpected topic " + m.topic.substr(0, 200) + " ignored");
+      continue;
+    }
+    requests.push_back({mqtt::ParseJobsRequest(*topic, m.topic, m.payload), {}});
+  }
+
+  db::JobsBatch batch;
+  for (const Pending& p : requests) {
+    if (p.message.rejection) continue;
+    batch.things.insert(p.message.topic.thing);
+    if (!p.message.topic.job_id.empty() && p.message.topic.job_id != "$next")
+      batch.named.insert({p.message.topic.job_id, p.message.topic.thing});
+  }
+
+  db::BatchResult result;
+  bool committed = false;
+  auto give_up_at = Clock::now() + options_.database_wait;
+  auto backoff = std::chrono::milliseconds(50);
+  while (true) {
+    try {
+      std::lock_guard<std::mutex> lock(queue_mu_);
+      result = store_.RunBatch(
+          batch, [&](db::JobsSnapshot& s) { return Decide(requests, telemetry, s); });
+      committed = true;
+      break;
+    } catch (const db::Unavailable& e) {
+      {
+        std::lock_guard<std::mutex> lock(stats_mu_);
+        ++stats_.database_errors;
+      }
+      if (Clock::now() + backoff > give_up_at || stop_) {
+        spdlog::error("database unavailable, answering {} requests InternalError: {}",
+                      requests.size(), e.what());
+        break;
+      }
+      spdlog::warn("database unavailable, retrying in {} ms: {}", backoff.count(), e.what());
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+    } catch (const db::Error& e) {
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      ++stats_.database_errors;
+      spdlog::error("job batch failed, answering InternalError: {}", e.what());
+      break;
+    }
+  }
+
+  int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  uint64_t accepted = 0, rejected = 0;
+  for (Pending& p : requests) {
+    if (!committed) {
+      // Answered without the database: malformed requests keep their own rejection.
+      fleet::Rejection internal{fleet::JobsError::kInternalError,
+                                "the controller cannot reach its database; retry later",
+                                std::nullopt};
+      p.answer = mqtt::EncodeRejection(p.message, p.message.rejection ? *p.message.rejection
+                                                                       : internal, now);
+    }
+    bool ok = p.answer.topic.ends_with("/accepted");
+    (ok ? accepted : rejected)++;
+    if (!ok) {
+      BadInputLog().Warn("rejected " + p.message.topic_name.substr(0, 200) + ": " +
+                         p.answer.payload.substr(0, 300));
+    }
+    if (!publisher_.Publish(p.answer.topic, p.answer.payload, 1))
+      spdlog::warn("answer to {} not sent: broker unavailable", p.message.topic_name);
+  }
+  {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    stats_.requests += requests.size();
+    stats_.accepted += accepted;
+    stats_.rejected += rejected;
+    stats_.telemetry += committed ? telemetry.size() - result.telemetry_dropped : 0;
+    stats_.telemetry_rejected += telemetry_rejected + result.telemetry_dropped;
+    stats_.batches += 1;
+    stats_.commits += committed ? 1 : 0;
+    stats_.rows_written += result.rows_written;
+  }
+  if (committed) WakeRelay();
+}
+
+db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
+                                   const std::vector<mqtt::Telemetry>& telemetry,
+                                   db::JobsSnapshot& snapshot) {
+  db::JobsWrites writes;
+  const int64_t now = snapshot.now;
+  std::map<std::string, fleet::ThingJobs> things;
+  for (auto& [thing, executions] : snapshot.executions)
+    things.emplace(thing, fleet::ThingJobs(thing, std::move(executions)));
+  auto jobs_of = [&](const std::string& thing) -> fleet::ThingJobs& {
+    auto it = things.find(thing);
+    if (it == things.end()) it = things.emplace(thing, fleet::ThingJobs(thing, {})).first;
+    return it->second;
+  };
+
+  for (Pending& p : requests) {
+    const mqtt::JobsRequestMessage& m = p.message;
+    if (m.rejection) {
+      p.answer = mqtt::EncodeRejection(m, *m.rejection, now);
+      continue;
+    }
+    const std::string& thing = m.topic.thing;
+    if (!snapshot.known_things.count(thing)) {
+      p.answer = mqtt::EncodeRejection(
+          m, {fleet::JobsError::kResourceNotFound, "thing " + thing + " is not registered",
+              std::nullopt},
+          now);
+      continue;
+    }
+    fleet::ThingJobs& jobs = jobs_of(thing);
+    fleet::Outcome outcome;
+    switch (m.topic.kind) {
+      case mqtt::JobsRequest::kGetPending:
+        outcome = jobs.GetPending();
+        break;
+      case mqtt::JobsRequest::kStartNext:
+        outcome = jobs.StartNext(std::get<fleet::StartNextRequest>(m.body), now);
+        break;
+      case mqtt::JobsRequest::kDescribe:
+        outcome = jobs.Describe(m.topic.job_id, std::get<fleet::DescribeRequest>(m.body));
+        break;
+      case mqtt::JobsRequest::kUpdate: {
+        std::optional<fleet::JobStatus> before;
+        for (const auto& e : jobs.executions())
+          if (e.job_id == m.topic.job_id) before = e.status;
+        const auto& update = std::get<fleet::UpdateRequest>(m.body);
+        outcome = jobs.Update(m.topic.job_id, update, m.client_token, now);
+        if (!outcome.rejection && !outcome.replay && outcome.execution &&
+            before != fleet::JobStatus::kSucceeded &&
+            outcome.execution->status == fleet::JobStatus::kSucceeded) {
+          auto reported = outcome.execution->status_details.find("firmware");
+          writes.installed.push_back(
+              {thing, m.topic.job_id,
+               reported == outcome.execution->status_details.end()
+                   ? std::nullopt
+                   : std::optional<std::string>(reported->second)});
+        }
+        break;
+      }
+    }
+    p.answer = mqtt::EncodeAnswer(m, outcome, now);
+    if (m.topic.kind == mqtt::JobsRequest::kUpdate && m.client_token && !outcome.rejection &&
+        !outcome.replay)
+      jobs.RememberAnswer(m.topic.job_id, *m.client_token, p.answer.payload);
+  }
+
+  for (auto& [thing, jobs] : things) {
+    if (jobs.NextChanged())
+      writes.notices.push_back({topics_.NotifyNext(thing), mqtt::EncodeNotifyNext(jobs.Next(), now)});
+    if (jobs.PendingChanged())
+      writes.notices.push_back({topics_.Notify(thing), mqtt::EncodeNotify(jobs, now)});
+    for (const fleet::Execution& e : jobs.executions())
+      if (e.dirty) writes.changed.push_back(e);
+  }
+  for (const mqtt::Telemetry& t : telemetry)
+    writes.telemetry.push_back({t.thing, t.firmware, t.payload});
+  return writes;
+}
+
+void JobsService::RelayLoop() {
+  auto next_prune = Clock::now();
+  while (!stop_) {
+    {
+      std::unique_lock<std::mutex> lock(relay_mu_);
+      relay_cv_.wait_for(lock, std::chrono::milliseconds(500),
+                         [this] { return relay_wake_ || stop_.load(); });
+      relay_wake_ = false;
+    }
+    try {
+      while (!stop_) {
+        std::vector<db::OutboxEntry> entries = outbox_.Unsent(1000);
+        if (entries.empty()) break;
+        uint64_t failures_before = publisher_.stats().publish_failures;
+        std::vector<int64_t> sent;
+        for (const auto& e : entries) {
+          if (!publisher_.Publish(e.topic, e.payload, 1)) break;
+          sent.push_back(e.id);
+        }
+        // Marked sent only once the broker acknowledged them; otherwise they go out again.
+        if (!publisher_.Flush(std::chrono::seconds(30)) ||
+            publisher_.stats().publish_failures != failures_before || sent.empty())
+          break;
+        outbox_.MarkSent(sent);
+        std::lock_guard<std::mutex> lock(stats_mu_);
+        stats_.notices_sent += sent.size();
+      }
+      if (Clock::now() >= next_prune) {
+        next_prune = Clock::now() + std::chrono::minutes(10);
+        db::JobsStore pruner(options_.db);
+        while (pruner.PruneTelemetry(options_.telemetry_retention_seconds, 10000) == 10000) {
+        }
+      }
+    } catch (const db::Error& e) {
+      spdlog::warn("outbox relay: {}", e.what());
+    }
+  }
+}
+
+}  // namespace controller

@@ -1,0 +1,102 @@
+// The device-facing jobs API: serves the AWS IoT Jobs MQTT requests from PostgreSQL with group
+// commit, ingests health telemetry, and relays outbox notices to the broker.
+//
+// Two MQTT connections: `requests` (stable client id, persistent session, QoS 1 subscriptions to
+// the four request filters and telemetry) so requests sent while the controller is down are
+// served when it is back; and `publisher` for answers and notices, so waiting on the publish
+// window never blocks the thread that delivers requests.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "db/jobs_store.h"
+#include "db/outbox.h"
+#include "mqtt/client.h"
+#include "mqtt/jobs_codec.h"
+#include "mqtt/topics.h"
+
+namespace controller {
+
+struct JobsServiceOptions {
+  std::string db;
+  std::string mqtt_uri = "tcp://127.0.0.1:1883";
+  std::string client_id = "fleetwave-controller";
+  std::string topic_root = "$aws/things";
+  std::string telemetry_root = "fleetwave/things";
+  size_t max_batch = 1000;                         // requests per transaction
+  std::chrono::milliseconds batch_window{2};       // gather this long after the first request
+  std::chrono::milliseconds database_wait{30000};  // then answer InternalError
+  size_t max_inflight = 2000;                      // per connection
+  int64_t telemetry_retention_seconds = 7 * 86400;
+};
+
+struct JobsServiceStats {
+  uint64_t requests = 0;
+  uint64_t accepted = 0;
+  uint64_t rejected = 0;
+  uint64_t telemetry = 0;
+  uint64_t telemetry_rejected = 0;
+  uint64_t batches = 0;
+  uint64_t commits = 0;
+  uint64_t rows_written = 0;
+  uint64_t notices_sent = 0;
+  uint64_t database_errors = 0;
+};
+
+class JobsService {
+ public:
+  // Connects in the background; Start() begins serving.
+  explicit JobsService(JobsServiceOptions options);
+  ~JobsService();  // Stop()
+  JobsService(const JobsService&) = delete;
+  JobsService& operator=(const JobsService&) = delete;
+
+  void Start();
+  // Stops serving; requests not yet taken stay with the broker (persistent session).
+  void Stop();
+  // True once both connections are up and subscribed; false after `timeout`.
+  bool WaitReady(std::chrono::milliseconds timeout);
+
+  // Queues executions (QUEUED) in one transaction together with the notices they cause
+  // (notify-next, notify) in the outbox. Throws db::Unavailable / db::Error.
+  void Queue(const std::vector<db::NewExecution>& executions);
+
+  JobsServiceStats stats() const;
+
+ private:
+  struct Pending;
+  void ServeLoop();
+  void RelayLoop();
+  void ProcessBatch(std::vector<mqtt::Message>& messages);
+  db::JobsWrites Decide(std::vector<Pending>& requests, const std::vector<mqtt::Telemetry>& telemetry,
+                        db::JobsSnapshot& snapshot);
+  void WakeRelay();
+
+  JobsServiceOptions options_;
+  mqtt::JobsTopics topics_;
+  mqtt::Client requests_;
+  mqtt::Client publisher_;
+  db::JobsStore store_;
+  db::Outbox outbox_;
+  std::mutex queue_mu_;  // Queue() and the serve loop share store_
+
+  std::atomic<bool> stop_{false};
+  std::thread serve_;
+  std::thread relay_;
+  std::mutex relay_mu_;
+  std::condition_variable relay_cv_;
+  bool relay_wake_ = false;
+
+  mutable std::mutex stats_mu_;
+  JobsServiceStats stats_;
+};
+
+}  // namespace controller

@@ -1,0 +1,524 @@
+#include "mqtt/client.h"
+
+#include <mqtt/async_client.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+
+namespace mqtt {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// Back-off between connect attempts (see ConnectorLoop).
+constexpr milliseconds kMinRetry{100};
+constexpr milliseconds kMaxRetry{5000};
+// A failed subscribe on a live connection is retried after this pause.
+constexpr milliseconds kResubscribePause{200};
+// After Paho refused a publish (usually: the connection dropped between our check and the call,
+// before the connection-lost callback told us), wait this long for news before trying again.
+constexpr milliseconds kPublishRetryPause{50};
+// The destructor gives in-flight publishes this long, then closes the socket regardless.
+constexpr milliseconds kDisconnectTimeout{1000};
+// MQTT packet ids are 16 bits; Paho runs out of them beyond this many unacknowledged messages.
+constexpr size_t kMaxWindow = 65535;
+
+std::string RandomClientId() {
+  std::random_device rd;
+  std::mt19937_64 gen((uint64_t{rd()} << 32) ^ rd());
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "fw-%016llx", static_cast<unsigned long long>(gen()));
+  return buf;
+}
+
+void ValidateServerUri(const std::string& uri) {
+  static const char* const kSchemes[] = {"tcp://", "mqtt://", "ssl://", "mqtts://", "ws://",
+                                         "wss://"};
+  for (const char* scheme : kSchemes) {
+    std::string_view s(scheme);
+    if (uri.starts_with(s)) {
+      std::string_view rest = std::string_view(uri).substr(s.size());
+      if (!rest.empty() && rest.front() != ':' && rest.front() != '/') return;
+      break;
+    }
+  }
+  throw std::invalid_argument("mqtt: malformed server URI '" + uri +
+                              "' (expected e.g. tcp://host:1883)");
+}
+
+// Return codes of MQTTAsync_sendMessage that mean "this publish can never work", as opposed to
+// "not now" (disconnected, out of packet ids, queue full).
+bool IsPermanentPublishError(int rc) {
+  return rc == MQTTASYNC_BAD_UTF8_STRING || rc == MQTTASYNC_NULL_PARAMETER ||
+         rc == MQTTASYNC_TOPICNAME_TRUNCATED || rc == MQTTASYNC_BAD_STRUCTURE ||
+         rc == MQTTASYNC_BAD_QOS;
+}
+
+}  // namespace
+
+class Client::Impl {
+ public:
+  explicit Impl(ClientOptions options);
+  ~Impl();
+
+  bool WaitConnected(milliseconds timeout);
+  bool connected() const;
+  bool Publish(const std::string& topic, const std::string& payload, int qos,
+               milliseconds timeout);
+  size_t Receive(std::vector<Message>* out, size_t max, milliseconds wait);
+  bool Flush(milliseconds timeout);
+  void Stop();
+  ClientStats stats() const;
+
+ private:
+  // Paho calls the listeners on its own threads; they hold no state of their own.
+  class DeliveryListener : public iaction_listener {
+   public:
+    explicit DeliveryListener(Impl* impl) : impl_(impl) {}
+    void on_success(const token&) override { impl_->OnDelivered(true); }
+    void on_failure(const token&) override { impl_->OnDelivered(false); }
+
+   private:
+    Impl* impl_;
+  };
+  class SubscribeListener : public iaction_listener {
+   public:
+    explicit SubscribeListener(Impl* impl) : impl_(impl) {}
+    void on_success(const token& t) override { impl_->OnSubscribed(t, true); }
+    void on_failure(const token& t) override { impl_->OnSubscribed(t, false); }
+
+   private:
+    Impl* impl_;
+  };
+  class ConnectListener : public iaction_listener {
+   public:
+    explicit ConnectListener(Impl* impl) : impl_(impl) {}
+    void on_success(const token&) override { impl_->OnConnected(); }
+    void on_failure(const token&) override { impl_->OnConnectFailed(); }
+
+   private:
+    Impl* impl_;
+  };
+
+  // Every Paho callback runs inside one of these. Once the destructor has switched callbacks off
+  // and waited for `active_callbacks_` to drain, no callback touches anything but these atomics.
+  class CallbackScope {
+   public:
+    explicit CallbackScope(Impl* impl) : impl_(impl) {
+      impl_->active_callbacks_.fetch_add(1);
+      enabled_ = impl_->callbacks_enabled_.load();
+    }
+    ~CallbackScope() { impl_->active_callbacks_.fetch_sub(1); }
+    explicit operator bool() const { return enabled_; }
+
+   private:
+    Impl* impl_;
+    bool enabled_;
+  };
+
+  // Paho callbacks: they take our mutex briefly, never call blocking Paho functions, and only
+  // OnMessage waits (for room in the inbound queue: the back-pressure).
+  void OnConnected();
+  void OnConnectionLost();
+  void OnMessage(const const_message_ptr& msg);
+  void OnDelivered(bool ok);
+  void OnSubscribed(const token& t, bool ok);
+  void OnConnectFailed();
+
+  void SendSubscribe(uint64_t epoch);
+  void ConnectorLoop();
+
+  const ClientOptions options_;
+  const size_t max_inflight_;
+  connect_options connect_options_;
+  const_string_collection_ptr filters_;
+  iasync_client::qos_collection filter_qos_;
+
+  DeliveryListener delivery_listener_{this};
+  SubscribeListener subscribe_listener_{this};
+  ConnectListener connect_listener_{this};
+  std::atomic<bool> callbacks_enabled_{true};
+  std::atomic<int> active_callbacks_{0};
+
+  mutable std::mutex mu_;
+  std::condition_variable state_cv_;    // connection state, window, stop: Publish, Wait*, Flush
+  std::condition_variable inbound_cv_;  // a message arrived: Receive
+  std::condition_variable space_cv_;    // room in the inbound queue: OnMessage
+  bool stopping_ = false;
+  bool connected_ = false;
+  bool subscribed_ = false;
+  bool connect_pending_ = false;     // a connect attempt is under way
+  bool resubscribe_needed_ = false;  // a subscribe failed on the current connection
+  uint64_t epoch_ = 0;               // bumped on every connect; tags subscribe requests
+  std::deque<Message> inbound_;
+  size_t inflight_ = 0;
+  uint64_t handed_over_ = 0;  // QoS >= 1 publishes accepted by Paho
+  uint64_t completed_ = 0;    // ... of which acknowledged or failed
+  ClientStats counters_;      // received, published, publish_failures, connects
+
+  std::thread connector_;
+  // Last member: destroyed first, while everything its callbacks may touch is still alive.
+  std::unique_ptr<async_client> cli_;
+};
+
+Client::Impl::Impl(ClientOptions options)
+    : options_(std::move(options)),
+      max_inflight_(std::min(options_.max_inflight, kMaxWindow)) {
+  ValidateServerUri(options_.server_uri);
+  if (options_.max_inflight == 0) throw std::invalid_argument("mqtt: max_inflight must be > 0");
+  if (options_.max_inbound == 0) throw std::invalid_argument("mqtt: max_inbound must be > 0");
+  if (options_.subscription_qos < 0 || options_.subscription_qos > 2) {
+    throw std::invalid_argument("mqtt: subscription_qos must be 0, 1 or 2");
+  }
+  // A persistent session under a random name could never be resumed, and the broker would keep
+  // it (and queue for it) until it expires.
+  if (options_.client_id.empty() && !options_.clean_session) {
+    throw std::invalid_argument("mqtt: clean_session=false needs a fixed client_id");
+  }
+  std::string client_id = options_.client_id.empty() ? RandomClientId() : options_.client_id;
+
+  auto connect_timeout = std::chrono::ceil<std::chrono::seconds>(options_.connect_timeout);
+  connect_options_ = connect_options_builder()
+                         .mqtt_version(MQTTVERSION_3_1_1)
+                         .clean_session(options_.clean_session)
+                         .keep_alive_interval(std::chrono::seconds(options_.keep_alive_seconds))
+                         .connect_timeout(std::max(connect_timeout, std::chrono::seconds(1)))
+                         .automatic_reconnect(false)  // ConnectorLoop does it
+                         .max_inflight(static_cast<int>(max_inflight_))
+                         .finalize();
+  if (!options_.subscriptions.empty()) {
+    filters_ = string_collection::create(options_.subscriptions);
+    filter_qos_.assign(options_.subscriptions.size(), options_.subscription_qos);
+  }
+
+  try {
+    cli_ = std::make_unique<async_client>(options_.server_uri, client_id);
+  } catch (const mqtt::exception& e) {
+    throw std::invalid_argument("mqtt: cannot use server URI '" + options_.server_uri +
+                                "': " + e.what());
+  }
+  cli_->set_connection_lost_handler([this](const std::string&) { OnConnectionLost(); });
+  cli_->set_message_callback([this](const_message_ptr msg) { OnMessage(msg); });
+  connector_ = std::thread([this] { ConnectorLoop(); });
+}
+
+Client::Impl::~Impl() {
+  Stop();
+  if (connector_.joinable()) connector_.join();
+
+  // Callbacks off first: from here on nothing Paho calls touches our state, so Paho may fire
+  // whatever it likes while it winds down.
+  callbacks_enabled_.store(false);
+  while (active_callbacks_.load() != 0) std::this_thread::yield();
+
+  // Paho waits up to the timeout for in-flight publishes; bound our wait too, in case the broker
+  // is gone without the socket noticing.
+  try {
+    auto tok = cli_->disconnect(static_cast<int>(kDisconnectTimeout.count()));
+    tok->wait_for(kDisconnectTimeout + milliseconds(1000));
+  } catch (const std::exception&) {
+    // Not connected (or never was): nothing to close.
+  }
+  cli_.reset();
+}
+
+// ------------------------------------------------------------------------------ callbacks
+
+// Every connect is ours (ConnectorLoop), so the success of its token is the "connected" event;
+// Paho's separate connected handler would only report the same thing a second time.
+void Client::Impl::OnConnected() {
+  CallbackScope scope(this);
+  if (!scope) return;
+  uint64_t epoch;
+  {
+    std::lock_guard lk(mu_);
+    connected_ = true;
+    connect_pending_ = false;
+    ++counters_.connects;
+    epoch = ++epoch_;
+    subscribed_ = !filters_;
+    resubscribe_needed_ = false;
+  }
+  state_cv_.notify_all();
+  // With a clean session the broker forgot our subscriptions; with a persistent one repeating
+  // them is harmless. Non-blocking: the SUBACK arrives on this very thread later.
+  if (filters_) SendSubscribe(epoch);
+}
+
+void Client::Impl::SendSubscribe(uint64_t epoch) {
+  try {
+    cli_->subscribe(filters_, filter_qos_, reinterpret_cast<void*>(static_cast<uintptr_t>(epoch)),
+                    subscribe_listener_);
+  } catch (const std::exception&) {
+    {
+      std::lock_guard lk(mu_);
+      if (epoch == epoch_ && connected_) resubscribe_needed_ = true;
+    }
+    state_cv_.notify_all();
+  }
+}
+
+void Client::Impl::OnSubscribed(const token& t, bool ok) {
+  CallbackScope scope(this);
+  if (!scope) return;
+  auto epoch = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(t.get_user_context()));
+  {
+    std::lock_guard lk(mu_);
+    if (epoch != epoch_ || !connected_) return;  // an answer for an earlier connection
+    if (ok) {
+      subscribed_ = true;
+    } else {
+      resubscribe_needed_ = true;  // the connector thread retries after a pause
+    }
+  }
+  state_cv_.notify_all();
+}
+
+void Client::Impl::OnConnectionLost() {
+  CallbackScope scope(this);
+  if (!scope) return;
+  {
+    std::lock_guard lk(mu_);
+    connected_ = false;
+    subscribed_ = false;
+    resubscribe_needed_ = false;
+  }
+  state_cv_.notify_all();
+}
+
+void Client::Impl::OnConnectFailed() {
+  CallbackScope scope(this);
+  if (!scope) return;
+  {
+    std::lock_guard lk(mu_);
+    connect_pending_ = false;
+  }
+  state_cv_.notify_all();
+}
+
+void Client::Impl::OnMessage(const const_message_ptr& msg) {
+  CallbackScope scope(this);
+  if (!scope || !msg) return;
+  Message m{msg->get_topic(), msg->to_string(), msg->get_qos()};
+  {
+    std::unique_lock lk(mu_);
+    // Back-pressure: hold Paho's receive thread until Receive() makes room. After Stop() the
+    // message is still queued (one beyond the bound at most) so a final Receive can take it.
+    space_cv_.wait(lk, [&] { return stopping_ || inbound_.size() < options_.max_inbound; });
+    inbound_.push_back(std::move(m));
+    ++counters_.received;
+  }
+  inbound_cv_.notify_one();
+}
+
+void Client::Impl::OnDelivered(bool ok) {
+  CallbackScope scope(this);
+  if (!scope) return;
+  {
+    std::lock_guard lk(mu_);
+    --inflight_;
+    ++completed_;
+    if (ok) {
+      ++counters_.published;
+    } else {
+      ++counters_.publish_failures;
+    }
+  }
+  state_cv_.notify_all();
+}
+
+// ------------------------------------------------------------------------------ connector
+
+// All (re)connecting happens here rather than in Paho's automatic reconnect: Paho only retries
+// after a first successful connect, and its retry interval has a granularity of whole seconds.
+// One path for the first connect and every later one, 100 ms .. 5 s back-off with jitter.
+void Client::Impl::ConnectorLoop() {
+  std::minstd_rand jitter(std::random_device{}());
+  milliseconds backoff{0};  // none before the very first attempt
+  uint64_t seen_connects = 0;
+  std::unique_lock lk(mu_);
+  while (!stopping_) {
+    state_cv_.wait(lk, [&] {
+      return stopping_ || (!connected_ && !connect_pending_) || (connected_ && resubscribe_needed_);
+    });
+    if (stopping_) break;
+
+    if (connected_) {  // a subscribe failed on this connection: try again after a pause
+      const uint64_t epoch = epoch_;
+      if (state_cv_.wait_for(lk, kResubscribePause, [&] { return stopping_; })) break;
+      if (!resubscribe_needed_ || epoch != epoch_ || !connected_) continue;
+      resubscribe_needed_ = false;
+      lk.unlock();
+      SendSubscribe(epoch);
+      lk.lock();
+      continue;
+    }
+
+    if (counters_.connects != seen_connects) {  // we were connected: start the back-off afresh
+      seen_connects = counters_.connects;
+      backoff = kMinRetry;
+    }
+    if (backoff.count() > 0) {
+      // Up to a quarter off, so that clients dropped together do not come back in lockstep.
+      auto pause = backoff - milliseconds(jitter() % (backoff.count() / 4 + 1));
+      if (state_cv_.wait_for(lk, pause, [&] { return stopping_; })) break;
+    }
+    backoff = std::clamp(backoff * 2, kMinRetry, kMaxRetry);
+
+    connect_pending_ = true;
+    lk.unlock();
+    bool started = true;
+    try {
+      cli_->connect(connect_options_, nullptr, connect_listener_);
+    } catch (const std::exception&) {
+      started = false;
+    }
+    lk.lock();
+    if (!started) connect_pending_ = false;
+  }
+}
+
+// ------------------------------------------------------------------------------ API
+
+bool Client::Impl::WaitConnected(milliseconds timeout) {
+  std::unique_lock lk(mu_);
+  return state_cv_.wait_for(lk, timeout, [&] { return connected_ && subscribed_; });
+}
+
+bool Client::Impl::connected() const {
+  std::lock_guard lk(mu_);
+  return connected_;
+}
+
+bool Client::Impl::Publish(const std::string& topic, const std::string& payload, int qos,
+                           milliseconds timeout) {
+  if (qos < 0 || qos > 2) throw std::invalid_argument("mqtt: qos must be 0, 1 or 2");
+  if (topic.empty() || topic.find_first_of("+#") != std::string::npos ||
+      topic.find('\0') != std::string::npos) {
+    // The broker would drop the connection over it.
+    throw std::invalid_argument("mqtt: cannot publish to topic '" + topic + "'");
+  }
+  const auto deadline = Clock::now() + timeout;
+  // One message object for all attempts; Paho copies what it sends.
+  const_message_ptr msg = make_message(topic, payload, qos, false);
+
+  std::unique_lock lk(mu_);
+  for (;;) {
+    bool ready = state_cv_.wait_until(lk, deadline, [&] {
+      return stopping_ || (connected_ && (qos == 0 || inflight_ < max_inflight_));
+    });
+    if (!ready || stopping_) return false;
+    if (qos > 0) ++inflight_;
+    const uint64_t epoch = epoch_;
+    lk.unlock();
+
+    int rc = MQTTASYNC_SUCCESS;
+    try {
+      if (qos > 0) {
+        // The returned token is dropped at once: the listener does the accounting, and Paho
+        // releases its own reference when the publish completes.
+        cli_->publish(msg, nullptr, delivery_listener_);
+      } else {
+        cli_->publish(msg);
+      }
+    } catch (const mqtt::exception& e) {
+      rc = e.get_return_code();
+      if (rc == MQTTASYNC_SUCCESS) rc = MQTTASYNC_FAILURE;
+    }
+
+    lk.lock();
+    if (rc == MQTTASYNC_SUCCESS) {
+      if (qos > 0) {
+        ++handed_over_;
+      } else {
+        ++counters_.published;
+      }
+      return true;
+    }
+    // Not sent (Paho removed its token, the listener will not run): undo and maybe retry.
+    if (qos > 0) --inflight_;
+    state_cv_.notify_all();
+    if (IsPermanentPublishError(rc)) {
+      throw std::invalid_argument("mqtt: Paho refused a publish to '" + topic +
+                                  "' (rc " + std::to_string(rc) + ")");
+    }
+    auto pause = std::min<Clock::time_point>(deadline, Clock::now() + kPublishRetryPause);
+    state_cv_.wait_until(lk, pause, [&] { return stopping_ || epoch_ != epoch; });
+  }
+}
+
+size_t Client::Impl::Receive(std::vector<Message>* out, size_t max, milliseconds wait) {
+  if (max == 0) return 0;
+  std::unique_lock lk(mu_);
+  inbound_cv_.wait_for(lk, wait, [&] { return stopping_ || !inbound_.empty(); });
+  size_t n = std::min(max, inbound_.size());
+  const bool was_full = inbound_.size() >= options_.max_inbound;
+  for (size_t i = 0; i < n; ++i) {
+    out->push_back(std::move(inbound_.front()));
+    inbound_.pop_front();
+  }
+  lk.unlock();
+  if (n > 0 && was_full) space_cv_.notify_all();
+  return n;
+}
+
+// Waits until the QoS >= 1 publishes handed over before the call are done. Completions can
+// come out of order only around reconnects, so "as many completed as were handed over" is the
+// practical test; an empty window ends the wait too. Stop() does not end it: Stop(), then
+// Flush() is how a caller drains before destruction.
+bool Client::Impl::Flush(milliseconds timeout) {
+  std::unique_lock lk(mu_);
+  const uint64_t target = handed_over_;
+  return state_cv_.wait_for(lk, timeout, [&] { return inflight_ == 0 || completed_ >= target; });
+}
+
+void Client::Impl::Stop() {
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  state_cv_.notify_all();
+  inbound_cv_.notify_all();
+  space_cv_.notify_all();
+}
+
+ClientStats Client::Impl::stats() const {
+  std::lock_guard lk(mu_);
+  ClientStats s = counters_;
+  s.inflight = inflight_;
+  s.inbound = inbound_.size();
+  return s;
+}
+
+// ------------------------------------------------------------------------------ Client
+
+Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Client::~Client() = default;
+
+bool Client::WaitConnected(std::chrono::milliseconds timeout) {
+  return impl_->WaitConnected(timeout);
+}
+bool Client::connected() const { return impl_->connected(); }
+bool Client::Publish(const std::string& topic, const std::string& payload, int qos,
+                     std::chrono::milliseconds timeout) {
+  return impl_->Publish(topic, payload, qos, timeout);
+}
+size_t Client::Receive(std::vector<Message>* out, size_t max, std::chrono::milliseconds wait) {
+  return impl_->Receive(out, max, wait);
+}
+bool Client::Flush(std::chrono::milliseconds timeout) { return impl_->Flush(timeout); }
+void Client::Stop() { impl_->Stop(); }
+ClientStats Client::stats() const { return impl_->stats(); }
+
+}  // namespace mqtt

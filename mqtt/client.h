@@ -1,0 +1,90 @@
+// One MQTT connection (Paho C++ 1.2) behind a small, bounded interface.
+//
+// - Paho callbacks only enqueue: received messages go to a bounded inbound queue that Receive()
+//   drains; when it is full the Paho receive thread waits, which pushes back on the broker (it
+//   stops sending once the QoS 1 in-flight limit is reached) instead of losing messages.
+// - Publish() keeps at most `max_inflight` QoS 1 messages unacknowledged; beyond that it waits.
+//   While disconnected it waits for the reconnect, up to its deadline. Memory stays bounded when
+//   the broker is slow or gone.
+// - Reconnects automatically and re-subscribes on every (re)connect.
+//
+// Because PUBACKs arrive on the same Paho thread that delivers messages, a thread that drains a
+// Client's inbound queue must not wait on that same Client's publish window: use one Client to
+// receive requests and another to publish answers.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mqtt {
+
+struct Message {
+  std::string topic;
+  std::string payload;
+  int qos = 0;
+};
+
+struct ClientOptions {
+  std::string server_uri = "tcp://127.0.0.1:1883";
+  // Stable across restarts so that, with clean_session = false, the broker keeps the session's
+  // subscriptions and queues QoS 1 messages while the process is down.
+  std::string client_id;
+  bool clean_session = true;
+  std::vector<std::string> subscriptions;  // topic filters, subscribed on every (re)connect
+  int subscription_qos = 1;
+  size_t max_inflight = 1000;   // QoS 1 publishes awaiting PUBACK
+  size_t max_inbound = 50000;   // received messages waiting for Receive()
+  int keep_alive_seconds = 20;
+  std::chrono::milliseconds connect_timeout{5000};
+};
+
+struct ClientStats {
+  uint64_t received = 0;
+  uint64_t published = 0;         // publishes acknowledged (QoS 1) or handed over (QoS 0)
+  uint64_t publish_failures = 0;  // publishes the broker never acknowledged
+  uint64_t connects = 0;          // successful connects, including reconnects
+  size_t inflight = 0;
+  size_t inbound = 0;
+};
+
+class Client {
+ public:
+  // Starts connecting in the background; see WaitConnected. Throws std::invalid_argument on a
+  // malformed server URI.
+  explicit Client(ClientOptions options);
+  // Disconnects (waiting briefly for in-flight publishes) and releases Paho's resources.
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // True once connected and subscribed; false when `timeout` passes first.
+  bool WaitConnected(std::chrono::milliseconds timeout);
+  bool connected() const;
+
+  // Queues a publish. Waits while the in-flight window is full or the client is disconnected;
+  // returns false (nothing sent) if that lasts beyond `timeout`, or after Stop().
+  bool Publish(const std::string& topic, const std::string& payload, int qos = 1,
+               std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+  // Moves up to `max` received messages into `out` (appending), waiting up to `wait` for the
+  // first one. Returns how many were moved.
+  size_t Receive(std::vector<Message>* out, size_t max, std::chrono::milliseconds wait);
+
+  // Waits until every QoS 1 publish so far is acknowledged or failed; false on timeout.
+  bool Flush(std::chrono::milliseconds timeout);
+
+  // Makes every waiting and future Publish/Receive return at once; idempotent.
+  void Stop();
+
+  ClientStats stats() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mqtt
