@@ -13,6 +13,7 @@ using Clock = std::chrono::steady_clock;
 // messages cannot flood the log.
 class RateLimitedLog {
  public:
+  explicit RateLimitedLog(int burst) : burst_(burst) {}
   void Warn(const std::string& message) {
     std::lock_guard<std::mutex> lock(mu_);
     auto now = Clock::now();
@@ -21,7 +22,7 @@ class RateLimitedLog {
       window_start_ = now;
       logged_ = suppressed_ = 0;
     }
-    if (logged_++ < 20) {
+    if (logged_++ < burst_) {
       spdlog::warn("{}", message);
     } else {
       ++suppressed_;
@@ -29,6 +30,7 @@ class RateLimitedLog {
   }
 
  private:
+  const int burst_;
   std::mutex mu_;
   Clock::time_point window_start_ = Clock::now();
   int logged_ = 0;
@@ -36,7 +38,7 @@ class RateLimitedLog {
 };
 
 RateLimitedLog& BadInputLog() {
-  static RateLimitedLog log;
+  static RateLimitedLog log(20);
   return log;
 }
 
@@ -176,9 +178,18 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
 
   db::BatchResult result;
   bool committed = false;
+  if (batch.things.empty() && telemetry.empty()) {
+    // Only malformed requests: their answers need no database.
+    db::JobsSnapshot none;
+    none.now = std::chrono::duration_cast<std::chrono::seconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+    Decide(requests, {}, none);
+    committed = true;
+  }
   auto give_up_at = Clock::now() + options_.database_wait;
   auto backoff = std::chrono::milliseconds(50);
-  while (true) {
+  while (!committed) {
     try {
       std::lock_guard<std::mutex> lock(queue_mu_);
       result = store_.RunBatch(
@@ -321,6 +332,7 @@ db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
 }
 
 void JobsService::RelayLoop() {
+  RateLimitedLog relay_log(2);
   auto next_prune = Clock::now();
   while (!stop_) {
     {
@@ -354,7 +366,7 @@ void JobsService::RelayLoop() {
         }
       }
     } catch (const db::Error& e) {
-      spdlog::warn("outbox relay: {}", e.what());
+      relay_log.Warn(std::string("outbox relay: ") + e.what());
     }
   }
 }

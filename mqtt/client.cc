@@ -32,6 +32,10 @@ constexpr milliseconds kPublishRetryPause{50};
 constexpr milliseconds kDisconnectTimeout{1000};
 // MQTT packet ids are 16 bits; Paho runs out of them beyond this many unacknowledged messages.
 constexpr size_t kMaxWindow = 65535;
+// Room in Paho's command queue beyond the QoS 1 window, for QoS 0 publishes not yet written.
+constexpr size_t kQos0Queue = 1000;
+// Paho's queue was full: it drains at socket speed, so look again soon.
+constexpr milliseconds kQueueFullPause{1};
 
 std::string RandomClientId() {
   std::random_device rd;
@@ -201,8 +205,13 @@ Client::Impl::Impl(ClientOptions options)
     filter_qos_.assign(options_.subscriptions.size(), options_.subscription_qos);
   }
 
+  // Paho refuses a publish (MQTTASYNC_MAX_BUFFERED_MESSAGES) once this many are queued inside it
+  // but not yet written, connected or not; the default is 100, far below our window.
+  create_options create(MQTTVERSION_3_1_1);
+  create.set_send_while_disconnected(false);
+  create.set_max_buffered_messages(static_cast<int>(max_inflight_ + kQos0Queue));
   try {
-    cli_ = std::make_unique<async_client>(options_.server_uri, client_id);
+    cli_ = std::make_unique<async_client>(options_.server_uri, client_id, create);
   } catch (const mqtt::exception& e) {
     throw std::invalid_argument("mqtt: cannot use server URI '" + options_.server_uri +
                                 "': " + e.what());
@@ -452,7 +461,9 @@ bool Client::Impl::Publish(const std::string& topic, const std::string& payload,
       throw std::invalid_argument("mqtt: Paho refused a publish to '" + topic +
                                   "' (rc " + std::to_string(rc) + ")");
     }
-    auto pause = std::min<Clock::time_point>(deadline, Clock::now() + kPublishRetryPause);
+    const milliseconds wait =
+        rc == MQTTASYNC_MAX_BUFFERED_MESSAGES ? kQueueFullPause : kPublishRetryPause;
+    auto pause = std::min<Clock::time_point>(deadline, Clock::now() + wait);
     state_cv_.wait_until(lk, pause, [&] { return stopping_ || epoch_ != epoch; });
   }
 }
