@@ -377,8 +377,11 @@ void AddController(CLI::App& app, Globals& g) {
     spdlog::info("controller: signal {}, stopping", signal);
     service.Stop();
     auto s = service.stats();
-    spdlog::info("controller: served {} requests ({} accepted, {} rejected) in {} batches",
-                 s.requests, s.accepted, s.rejected, s.batches);
+    spdlog::info(
+        "controller: served {} requests ({} accepted, {} rejected) in {} batches; {:.2f} s in "
+        "the database, {:.2f} s publishing answers; {} notices sent",
+        s.requests, s.accepted, s.rejected, s.batches, s.database_seconds, s.publish_seconds,
+        s.notices_sent);
   });
 }
 

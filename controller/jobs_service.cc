@@ -82,6 +82,7 @@ JobsService::~JobsService() { Stop(); }
 
 void JobsService::Start() {
   serve_ = std::thread([this] { ServeLoop(); });
+  answerer_ = std::thread([this] { AnswerLoop(); });
   relay_ = std::thread([this] { RelayLoop(); });
 }
 
@@ -90,6 +91,8 @@ void JobsService::Stop() {
   requests_.Stop();
   WakeRelay();
   if (serve_.joinable()) serve_.join();
+  answers_cv_.notify_all();
+  if (answerer_.joinable()) answerer_.join();  // publishes what the serve loop handed over
   if (relay_.joinable()) relay_.join();
   publisher_.Flush(std::chrono::seconds(5));
   publisher_.Stop();
@@ -187,7 +190,8 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
     Decide(requests, {}, none);
     committed = true;
   }
-  auto give_up_at = Clock::now() + options_.database_wait;
+  const auto db_start = Clock::now();
+  auto give_up_at = db_start + options_.database_wait;
   auto backoff = std::chrono::milliseconds(50);
   while (!committed) {
     try {
@@ -217,10 +221,13 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
     }
   }
 
+  const auto publish_start = Clock::now();
   int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                     std::chrono::system_clock::now().time_since_epoch())
                     .count();
   uint64_t accepted = 0, rejected = 0;
+  std::vector<mqtt::Answer> answers;
+  answers.reserve(requests.size());
   for (Pending& p : requests) {
     if (!committed) {
       // Answered without the database: malformed requests keep their own rejection.
@@ -236,9 +243,14 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
       BadInputLog().Warn("rejected " + p.message.topic_name.substr(0, 200) + ": " +
                          p.answer.payload.substr(0, 300));
     }
-    if (!publisher_.Publish(p.answer.topic, p.answer.payload, 1))
-      spdlog::warn("answer to {} not sent: broker unavailable", p.message.topic_name);
+    answers.push_back(std::move(p.answer));
   }
+  {
+    std::unique_lock<std::mutex> lock(answers_mu_);
+    answers_cv_.wait(lock, [this] { return answers_.size() < kMaxAnswerBatches; });
+    answers_.push_back(std::move(answers));
+  }
+  answers_cv_.notify_all();
   {
     std::lock_guard<std::mutex> lock(stats_mu_);
     stats_.requests += requests.size();
@@ -249,8 +261,31 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
     stats_.batches += 1;
     stats_.commits += committed ? 1 : 0;
     stats_.rows_written += result.rows_written;
+    stats_.database_seconds += std::chrono::duration<double>(publish_start - db_start).count();
   }
   if (committed) WakeRelay();
+}
+
+void JobsService::AnswerLoop() {
+  while (true) {
+    std::vector<mqtt::Answer> batch;
+    {
+      std::unique_lock<std::mutex> lock(answers_mu_);
+      answers_cv_.wait(lock, [this] { return !answers_.empty() || stop_; });
+      // After Stop() the serve loop has been joined: drain what it handed over, then end.
+      if (answers_.empty()) return;
+      batch = std::move(answers_.front());
+      answers_.pop_front();
+    }
+    answers_cv_.notify_all();
+    const auto start = Clock::now();
+    for (const mqtt::Answer& a : batch) {
+      if (!publisher_.Publish(a.topic, a.payload, 1))
+        spdlog::warn("answer on {} not sent: broker unavailable", a.topic);
+    }
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    stats_.publish_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  }
 }
 
 db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -49,6 +50,8 @@ struct JobsServiceStats {
   uint64_t rows_written = 0;
   uint64_t notices_sent = 0;
   uint64_t database_errors = 0;
+  double database_seconds = 0;  // in RunBatch: load, decide, write, commit
+  double publish_seconds = 0;   // publishing answers (beside the serve loop)
 };
 
 class JobsService {
@@ -74,6 +77,7 @@ class JobsService {
  private:
   struct Pending;
   void ServeLoop();
+  void AnswerLoop();
   void RelayLoop();
   void ProcessBatch(std::vector<mqtt::Message>& messages);
   db::JobsWrites Decide(std::vector<Pending>& requests, const std::vector<mqtt::Telemetry>& telemetry,
@@ -90,7 +94,14 @@ class JobsService {
 
   std::atomic<bool> stop_{false};
   std::thread serve_;
+  std::thread answerer_;
   std::thread relay_;
+  // Answers of committed batches, published in order by answerer_ while the serve loop already
+  // works on the next batch. Bounded: the serve loop waits when it is full.
+  std::mutex answers_mu_;
+  std::condition_variable answers_cv_;
+  std::deque<std::vector<mqtt::Answer>> answers_;
+  static constexpr size_t kMaxAnswerBatches = 4;
   std::mutex relay_mu_;
   std::condition_variable relay_cv_;
   bool relay_wake_ = false;

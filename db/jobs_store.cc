@@ -52,12 +52,23 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch) {
 
   snapshot.now = txn.exec1("select extract(epoch from now())::bigint")[0].as<int64_t>();
   for (const auto& row : txn.exec_params(
-           "select id from fleetwave.devices where id in "
-           "(select jsonb_array_elements_text($1::jsonb))",
+           "select id from fleetwave.devices "
+           "where id = any(array(select jsonb_array_elements_text($1::jsonb)))",
            things.dump()))
     snapshot.known_things.insert(row[0].as<std::string>());
 
+  // Two index-friendly halves: a device's pending executions (the partial pending index) and
+  // the executions requests name (the primary key). An OR of the two would scan the table.
+  // An execution in both halves comes twice and is kept once.
   auto rows = txn.exec_params(
+      "with wanted as ("
+      "  select e.* from fleetwave.job_executions e "
+      "  where e.thing_name = any(array(select jsonb_array_elements_text($1::jsonb))) "
+      "    and e.status in ('QUEUED', 'IN_PROGRESS') "
+      "  union all "
+      "  select e.* from fleetwave.job_executions e "
+      "  join (select x->>0 as job_id, x->>1 as thing from jsonb_array_elements($2::jsonb) x) n "
+      "    on e.job_id = n.job_id and e.thing_name = n.thing) "
       "select e.job_id, e.thing_name, e.status, e.status_details::text, e.version_number, "
       "  e.execution_number, extract(epoch from e.queued_at)::bigint, "
       "  extract(epoch from e.started_at)::bigint, extract(epoch from e.last_updated_at)::bigint, "
@@ -67,15 +78,13 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch) {
       "     'issuedAt', extract(epoch from e.queued_at)::bigint, "
       "     'expiresAt', extract(epoch from e.deadline)::bigint)))::text, "
       "  rel.version, e.last_client_token, e.last_answer::text "
-      "from fleetwave.job_executions e "
+      "from wanted e "
       "join fleetwave.rollouts r on r.id = e.job_id "
-      "join fleetwave.releases rel on rel.id = r.release_id "
-      "where (e.thing_name in (select jsonb_array_elements_text($1::jsonb)) "
-      "       and e.status in ('QUEUED', 'IN_PROGRESS')) "
-      "   or (e.job_id, e.thing_name) in "
-      "      (select x->>0, x->>1 from jsonb_array_elements($2::jsonb) x)",
+      "join fleetwave.releases rel on rel.id = r.release_id",
       things.dump(), named.dump());
+  std::set<std::pair<std::string, std::string>> seen;
   for (const auto& row : rows) {
+    if (!seen.insert({row[0].as<std::string>(), row[1].as<std::string>()}).second) continue;
     fleet::Execution e;
     e.job_id = row[0].as<std::string>();
     e.thing_name = row[1].as<std::string>();

@@ -68,6 +68,22 @@ bool IsPermanentPublishError(int rc) {
          rc == MQTTASYNC_BAD_QOS;
 }
 
+// Paho C runs the callbacks of every client in the process on ONE receive thread, holding the
+// library's global mutex. While a message callback waits for room in its inbound queue, every
+// Paho call of every client blocks inside Paho, deaf to our timeouts and to Stop(). So before
+// calling into Paho, our threads check this process-wide count and wait here instead, where a
+// deadline and Stop() still work.
+struct PahoStall {
+  std::mutex mu;
+  std::condition_variable cv;
+  int blocked_callbacks = 0;
+};
+
+PahoStall& Stall() {
+  static PahoStall* stall = new PahoStall;  // never destroyed: Paho threads may outlive main
+  return *stall;
+}
+
 }  // namespace
 
 class Client::Impl {
@@ -141,6 +157,9 @@ class Client::Impl {
 
   void SendSubscribe(uint64_t epoch);
   void ConnectorLoop();
+  // Waits until no message callback in the process is blocked (see PahoStall); false if the
+  // deadline passed or Stop() was called first.
+  bool WaitPahoUsable(Clock::time_point deadline);
 
   const ClientOptions options_;
   const size_t max_inflight_;
@@ -153,6 +172,7 @@ class Client::Impl {
   ConnectListener connect_listener_{this};
   std::atomic<bool> callbacks_enabled_{true};
   std::atomic<int> active_callbacks_{0};
+  std::atomic<bool> stop_requested_{false};  // stopping_, readable without mu_
 
   mutable std::mutex mu_;
   std::condition_variable state_cv_;    // connection state, window, stop: Publish, Wait*, Flush
@@ -323,7 +343,20 @@ void Client::Impl::OnMessage(const const_message_ptr& msg) {
     std::unique_lock lk(mu_);
     // Back-pressure: hold Paho's receive thread until Receive() makes room. After Stop() the
     // message is still queued (one beyond the bound at most) so a final Receive can take it.
-    space_cv_.wait(lk, [&] { return stopping_ || inbound_.size() < options_.max_inbound; });
+    auto room = [&] { return stopping_ || inbound_.size() < options_.max_inbound; };
+    if (!room()) {
+      PahoStall& stall = Stall();
+      {
+        std::lock_guard g(stall.mu);
+        ++stall.blocked_callbacks;
+      }
+      space_cv_.wait(lk, room);
+      {
+        std::lock_guard g(stall.mu);
+        --stall.blocked_callbacks;
+      }
+      stall.cv.notify_all();
+    }
     inbound_.push_back(std::move(m));
     ++counters_.received;
   }
@@ -386,15 +419,25 @@ void Client::Impl::ConnectorLoop() {
 
     connect_pending_ = true;
     lk.unlock();
-    bool started = true;
-    try {
-      cli_->connect(connect_options_, nullptr, connect_listener_);
-    } catch (const std::exception&) {
-      started = false;
+    bool started = WaitPahoUsable(Clock::time_point::max());
+    if (started) {
+      try {
+        cli_->connect(connect_options_, nullptr, connect_listener_);
+      } catch (const std::exception&) {
+        started = false;
+      }
     }
     lk.lock();
     if (!started) connect_pending_ = false;
   }
+}
+
+bool Client::Impl::WaitPahoUsable(Clock::time_point deadline) {
+  PahoStall& stall = Stall();
+  std::unique_lock g(stall.mu);
+  stall.cv.wait_until(g, deadline,
+                      [&] { return stall.blocked_callbacks == 0 || stop_requested_.load(); });
+  return stall.blocked_callbacks == 0 && !stop_requested_.load();
 }
 
 // ------------------------------------------------------------------------------ API
@@ -432,6 +475,12 @@ bool Client::Impl::Publish(const std::string& topic, const std::string& payload,
     lk.unlock();
 
     int rc = MQTTASYNC_SUCCESS;
+    if (!WaitPahoUsable(deadline)) {
+      lk.lock();
+      if (qos > 0) --inflight_;
+      state_cv_.notify_all();
+      return false;
+    }
     try {
       if (qos > 0) {
         // The returned token is dropped at once: the listener does the accounting, and Paho
@@ -498,10 +547,15 @@ void Client::Impl::Stop() {
     std::lock_guard lk(mu_);
     if (stopping_) return;
     stopping_ = true;
+    stop_requested_ = true;
   }
   state_cv_.notify_all();
   inbound_cv_.notify_all();
   space_cv_.notify_all();
+  {
+    std::lock_guard g(Stall().mu);  // so that a waiter cannot miss the flag
+  }
+  Stall().cv.notify_all();
 }
 
 ClientStats Client::Impl::stats() const {

@@ -1,16 +1,22 @@
 // One MQTT connection (Paho C++ 1.2) behind a small, bounded interface.
 //
 // - Paho callbacks only enqueue: received messages go to a bounded inbound queue that Receive()
-//   drains; when it is full the Paho receive thread waits, which pushes back on the broker (it
-//   stops sending once the QoS 1 in-flight limit is reached) instead of losing messages.
+//   drains; when it is full the Paho receive thread waits, so Paho stops reading the socket and
+//   the broker queues for us (up to its max_queued_messages) instead of messages being lost.
+//   Paho acknowledges a QoS 1 message before handing it over: messages still in the queue when
+//   the Client is destroyed are gone.
 // - Publish() keeps at most `max_inflight` QoS 1 messages unacknowledged; beyond that it waits.
 //   While disconnected it waits for the reconnect, up to its deadline. Memory stays bounded when
 //   the broker is slow or gone.
 // - Reconnects automatically and re-subscribes on every (re)connect.
 //
-// Because PUBACKs arrive on the same Paho thread that delivers messages, a thread that drains a
-// Client's inbound queue must not wait on that same Client's publish window: use one Client to
-// receive requests and another to publish answers.
+// Paho C runs the callbacks of ALL clients in the process on one thread while holding its global
+// mutex. So while ANY Client's inbound queue is full, all of Paho stalls: no Client sends,
+// receives PUBACKs or keeps its connection alive (past 1.5 x keep-alive the broker drops it), and
+// Publish() on every Client waits (until its timeout or Stop()). A thread that drains a queue
+// must therefore not need a publish (on any Client) to get back to Receive(): such a thread waits
+// out its publish timeout and the publish fails. Size max_inbound so it is reached only under
+// overload, and drain promptly.
 #pragma once
 
 #include <chrono>
@@ -54,7 +60,8 @@ struct ClientStats {
 class Client {
  public:
   // Starts connecting in the background; see WaitConnected. Throws std::invalid_argument on a
-  // malformed server URI.
+  // malformed server URI or unusable options (max_inflight or max_inbound 0, clean_session false
+  // without a client_id).
   explicit Client(ClientOptions options);
   // Disconnects (waiting briefly for in-flight publishes) and releases Paho's resources.
   ~Client();
@@ -66,7 +73,9 @@ class Client {
   bool connected() const;
 
   // Queues a publish. Waits while the in-flight window is full or the client is disconnected;
-  // returns false (nothing sent) if that lasts beyond `timeout`, or after Stop().
+  // returns false (nothing sent) if that lasts beyond `timeout`, or after Stop(). Throws
+  // std::invalid_argument for a qos outside 0..2 or a topic that is empty or has a wildcard
+  // (the broker would drop the connection).
   bool Publish(const std::string& topic, const std::string& payload, int qos = 1,
                std::chrono::milliseconds timeout = std::chrono::seconds(30));
 

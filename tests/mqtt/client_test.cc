@@ -292,6 +292,39 @@ TEST_F(ClientTest, InboundBackpressureLosesNothing) {
   EXPECT_EQ(sub.stats().received, uint64_t{kCount});
 }
 
+// Paho C delivers the messages of every client on one thread holding its global mutex, so a full
+// inbound queue stalls all of Paho in the process (client.h). Publish on ANOTHER Client must then
+// still honour its timeout (not hang inside Paho), and everything resumes once drained.
+TEST_F(ClientTest, FullInboundQueueStallsOtherClientsButPublishKeepsItsTimeout) {
+  ClientOptions so = Options({prefix_ + "/in/#"});
+  so.max_inbound = 1;
+  Client sub(so);
+  Client pub(Options());
+  Client other(Options());
+  ASSERT_TRUE(sub.WaitConnected(kDeadline));
+  ASSERT_TRUE(pub.WaitConnected(kDeadline));
+  ASSERT_TRUE(other.WaitConnected(kDeadline));
+
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(pub.Publish(prefix_ + "/in/x", std::to_string(i)));
+  ASSERT_TRUE(Eventually([&] { return sub.stats().inbound == 1; }));
+
+  auto start = Clock::now();
+  EXPECT_FALSE(other.Publish(prefix_ + "/elsewhere", "x", 1, milliseconds(300)))
+      << "expected Paho to be stalled by the full queue of another client";
+  EXPECT_LT(Since(start), seconds(3));
+  start = Clock::now();
+  std::thread stopper([&] { other.Stop(); });
+  EXPECT_FALSE(other.Publish(prefix_ + "/elsewhere", "x", 1, seconds(60)));
+  stopper.join();
+  EXPECT_LT(Since(start), seconds(5));
+
+  auto got = ReceiveN(sub, 5);  // drained: Paho moves again
+  ASSERT_EQ(got.size(), 5u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(got[i].payload, std::to_string(i));
+  EXPECT_TRUE(pub.Publish(prefix_ + "/elsewhere", "x", 1, kDeadline));
+  EXPECT_TRUE(pub.Flush(kDeadline));
+}
+
 TEST_F(ClientTest, StopUnblocksWaitingReceive) {
   Client sub(Options({prefix_ + "/#"}));
   ASSERT_TRUE(sub.WaitConnected(kDeadline));
