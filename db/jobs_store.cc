@@ -13,6 +13,96 @@ struct VersionConflict {};
 
 constexpr int kMaxAttempts = 5;
 
+// Statements of a batch, prepared once per connection: planning these CTEs costs more than
+// running them on a batch of a few dozen rows.
+constexpr const char* kQueueSql =
+    "insert into fleetwave.job_executions (job_id, thing_name, wave, deadline) "
+    "select x.job_id, x.thing, x.wave, to_timestamp(x.deadline) "
+    "from jsonb_to_recordset($1::jsonb) as x(job_id text, thing text, wave int, deadline bigint) "
+    "on conflict (job_id, thing_name) do nothing";
+constexpr const char* kHeadSql =
+    "select extract(epoch from now())::bigint, coalesce((select jsonb_agg(id) "
+    "  from fleetwave.devices "
+    "  where id = any(array(select jsonb_array_elements_text($1::jsonb)))), '[]')::text";
+constexpr const char* kLoadSql =
+    "with wanted as ("
+    "  select e.* from fleetwave.job_executions e "
+    "  where e.thing_name = any(array(select jsonb_array_elements_text($1::jsonb))) "
+    "    and e.status in ('QUEUED', 'IN_PROGRESS') "
+    "  union all "
+    "  select e.* from fleetwave.job_executions e "
+    "  join (select x->>0 as job_id, x->>1 as thing from jsonb_array_elements($2::jsonb) x) n "
+    "    on e.job_id = n.job_id and e.thing_name = n.thing) "
+    "select e.job_id, e.thing_name, e.status, e.status_details::text, e.version_number, "
+    "  e.execution_number, extract(epoch from e.queued_at)::bigint, "
+    "  extract(epoch from e.started_at)::bigint, extract(epoch from e.last_updated_at)::bigint, "
+    "  extract(epoch from e.step_timeout_at)::bigint, "
+    "  (r.job_document || jsonb_strip_nulls(jsonb_build_object("
+    "     'rollout', jsonb_build_object('id', r.id, 'wave', e.wave), "
+    "     'issuedAt', extract(epoch from e.queued_at)::bigint, "
+    "     'expiresAt', extract(epoch from e.deadline)::bigint)))::text, "
+    "  rel.version, e.last_client_token, e.last_answer::text "
+    "from wanted e "
+    "join fleetwave.rollouts r on r.id = e.job_id "
+    "join fleetwave.releases rel on rel.id = r.release_id";
+constexpr const char* kWriteSql =
+    "with changed as ("
+    "  update fleetwave.job_executions e set status = x.status, status_details = x.details, "
+    "    version_number = x.version, started_at = to_timestamp(x.started_at), "
+    "    last_updated_at = to_timestamp(x.updated_at), "
+    "    step_timeout_at = to_timestamp(x.step_timeout_at), last_client_token = x.token, "
+    "    last_answer = x.answer::jsonb "
+    "  from jsonb_to_recordset($1::jsonb) as x(job_id text, thing text, status text, "
+    "    details jsonb, version bigint, loaded_version bigint, started_at bigint, "
+    "    updated_at bigint, step_timeout_at bigint, token text, answer text) "
+    "  where e.job_id = x.job_id and e.thing_name = x.thing "
+    "    and e.version_number = x.loaded_version "
+    "  returning 1), "
+    "installed as ("
+    "  select x.thing, x.reported, rel.version, rel.version_key, r.cycle_id, r.id as rollout_id "
+    "  from jsonb_to_recordset($2::jsonb) as x(thing text, job_id text, reported text) "
+    "  join fleetwave.rollouts r on r.id = x.job_id "
+    "  join fleetwave.releases rel on rel.id = r.release_id), "
+    "reports as ("
+    "  select x.thing, x.firmware, x.payload "
+    "  from jsonb_to_recordset($4::jsonb) as x(thing text, firmware text, payload text) "
+    "  join fleetwave.devices d on d.id = x.thing), "
+    "touched as ("
+    "  select coalesce(i.thing, s.thing) as thing, i.version, i.version_key, i.reported, "
+    "    s.thing is not null as seen "
+    "  from installed i full join (select distinct thing from reports) s on s.thing = i.thing), "
+    "devices as ("
+    "  update fleetwave.devices d set "
+    "    firmware = coalesce(t.version, d.firmware), "
+    "    firmware_key = coalesce(t.version_key, d.firmware_key), "
+    "    updated_at = case when t.version is null then d.updated_at else now() end, "
+    "    last_seen = case when t.seen then now() else d.last_seen end, "
+    "    flagged_at = case when t.reported <> t.version then now() else d.flagged_at end, "
+    "    flag_reason = case when t.reported <> t.version then 'reported firmware ' || "
+    "      t.reported || ' after installing ' || t.version else d.flag_reason end "
+    "  from touched t where d.id = t.thing returning 1), "
+    "mismatches as ("
+    "  insert into fleetwave.events (cycle_id, rollout_id, kind, detail) "
+    "  select cycle_id, rollout_id, 'firmware_mismatch', jsonb_build_object('thing', thing, "
+    "    'reported', reported, 'expected', version) "
+    "  from installed where reported <> version returning 1), "
+    "notices as ("
+    "  insert into fleetwave.outbox (topic, payload) "
+    "  select x.topic, x.payload "
+    "  from jsonb_to_recordset($3::jsonb) as x(topic text, payload text) returning 1), "
+    "stored as ("
+    "  insert into fleetwave.telemetry (thing_name, firmware, payload) "
+    "  select thing, firmware, payload::jsonb from reports returning 1) "
+    "select (select count(*) from changed), (select count(*) from devices), "
+    "  (select count(*) from mismatches), (select count(*) from notices), "
+    "  (select count(*) from stored)";
+constexpr std::pair<const char*, const char*> kStatements[] = {
+    {"fleetwave_jobs_queue", kQueueSql},
+    {"fleetwave_jobs_head", kHeadSql},
+    {"fleetwave_jobs_load", kLoadSql},
+    {"fleetwave_jobs_write", kWriteSql},
+};
+
 std::optional<int64_t> OptionalInt(const pqxx::field& f) {
   if (f.is_null()) return std::nullopt;
   return f.as<int64_t>();
@@ -25,14 +115,11 @@ void Queue(pqxx::work& txn, const std::vector<NewExecution>& queue) {
   if (queue.empty()) return;
   Json rows = Json::array();
   for (const auto& n : queue)
-    rows.push_back({{"job_id", n.job_id}, {"thing", n.thing}, {"wave", n.wave},
+    rows.push_back({{"job_id", n.job_id},
+                    {"thing", n.thing},
+                    {"wave", n.wave},
                     {"deadline", Nullable(n.deadline)}});
-  txn.exec_params(
-      "insert into fleetwave.job_executions (job_id, thing_name, wave, deadline) "
-      "select x.job_id, x.thing, x.wave, to_timestamp(x.deadline) "
-      "from jsonb_to_recordset($1::jsonb) as x(job_id text, thing text, wave int, deadline bigint) "
-      "on conflict (job_id, thing_name) do nothing",
-      rows.dump());
+  txn.exec_prepared("fleetwave_jobs_queue", rows.dump());
 }
 
 JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch) {
@@ -50,38 +137,16 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch) {
   }
   for (const auto& t : all_things) things.push_back(t);
 
-  snapshot.now = txn.exec1("select extract(epoch from now())::bigint")[0].as<int64_t>();
-  for (const auto& row : txn.exec_params(
-           "select id from fleetwave.devices "
-           "where id = any(array(select jsonb_array_elements_text($1::jsonb)))",
-           things.dump()))
-    snapshot.known_things.insert(row[0].as<std::string>());
+  // The database clock and which things are registered, in one round trip.
+  auto head = txn.exec_prepared1("fleetwave_jobs_head", things.dump());
+  snapshot.now = head[0].as<int64_t>();
+  for (const auto& id : Json::parse(head[1].as<std::string>()))
+    snapshot.known_things.insert(id.get<std::string>());
 
   // Two index-friendly halves: a device's pending executions (the partial pending index) and
   // the executions requests name (the primary key). An OR of the two would scan the table.
   // An execution in both halves comes twice and is kept once.
-  auto rows = txn.exec_params(
-      "with wanted as ("
-      "  select e.* from fleetwave.job_executions e "
-      "  where e.thing_name = any(array(select jsonb_array_elements_text($1::jsonb))) "
-      "    and e.status in ('QUEUED', 'IN_PROGRESS') "
-      "  union all "
-      "  select e.* from fleetwave.job_executions e "
-      "  join (select x->>0 as job_id, x->>1 as thing from jsonb_array_elements($2::jsonb) x) n "
-      "    on e.job_id = n.job_id and e.thing_name = n.thing) "
-      "select e.job_id, e.thing_name, e.status, e.status_details::text, e.version_number, "
-      "  e.execution_number, extract(epoch from e.queued_at)::bigint, "
-      "  extract(epoch from e.started_at)::bigint, extract(epoch from e.last_updated_at)::bigint, "
-      "  extract(epoch from e.step_timeout_at)::bigint, "
-      "  (r.job_document || jsonb_strip_nulls(jsonb_build_object("
-      "     'rollout', jsonb_build_object('id', r.id, 'wave', e.wave), "
-      "     'issuedAt', extract(epoch from e.queued_at)::bigint, "
-      "     'expiresAt', extract(epoch from e.deadline)::bigint)))::text, "
-      "  rel.version, e.last_client_token, e.last_answer::text "
-      "from wanted e "
-      "join fleetwave.rollouts r on r.id = e.job_id "
-      "join fleetwave.releases rel on rel.id = r.release_id",
-      things.dump(), named.dump());
+  auto rows = txn.exec_prepared("fleetwave_jobs_load", things.dump(), named.dump());
   std::set<std::pair<std::string, std::string>> seen;
   for (const auto& row : rows) {
     if (!seen.insert({row[0].as<std::string>(), row[1].as<std::string>()}).second) continue;
@@ -108,93 +173,43 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch) {
   return snapshot;
 }
 
+// Every write of the batch in one statement (one round trip): data-modifying CTEs over the
+// batch's rows passed as JSON. Devices are updated once per statement (PostgreSQL applies only
+// one update per row and statement), so installed firmware and last_seen share one UPDATE.
 int64_t Write(pqxx::work& txn, const JobsWrites& writes, BatchResult* result) {
-  int64_t rows_written = 0;
-  if (!writes.changed.empty()) {
-    Json rows = Json::array();
-    for (const auto& e : writes.changed) {
-      rows.push_back({{"job_id", e.job_id},
-                      {"thing", e.thing_name},
-                      {"status", fleet::ToString(e.status)},
-                      {"details", e.status_details},
-                      {"version", e.version_number},
-                      {"loaded_version", e.loaded_version},
-                      {"started_at", Nullable(e.started_at)},
-                      {"updated_at", e.last_updated_at},
-                      {"step_timeout_at", Nullable(e.step_timeout_at)},
-                      {"token", Nullable(e.last_client_token)},
-                      {"answer", Nullable(e.last_answer)}});
-    }
-    auto updated = txn.exec_params(
-        "update fleetwave.job_executions e set status = x.status, status_details = x.details, "
-        "  version_number = x.version, started_at = to_timestamp(x.started_at), "
-        "  last_updated_at = to_timestamp(x.updated_at), "
-        "  step_timeout_at = to_timestamp(x.step_timeout_at), last_client_token = x.token, "
-        "  last_answer = x.answer::jsonb "
-        "from jsonb_to_recordset($1::jsonb) as x(job_id text, thing text, status text, "
-        "  details jsonb, version bigint, loaded_version bigint, started_at bigint, "
-        "  updated_at bigint, step_timeout_at bigint, token text, answer text) "
-        "where e.job_id = x.job_id and e.thing_name = x.thing "
-        "  and e.version_number = x.loaded_version",
-        rows.dump());
-    if (updated.affected_rows() != writes.changed.size()) throw VersionConflict{};
-    rows_written += updated.affected_rows();
+  if (writes.changed.empty() && writes.installed.empty() && writes.notices.empty() &&
+      writes.telemetry.empty())
+    return 0;
+  Json changed = Json::array(), installed = Json::array(), notices = Json::array(),
+       telemetry = Json::array();
+  for (const auto& e : writes.changed) {
+    changed.push_back({{"job_id", e.job_id},
+                       {"thing", e.thing_name},
+                       {"status", fleet::ToString(e.status)},
+                       {"details", e.status_details},
+                       {"version", e.version_number},
+                       {"loaded_version", e.loaded_version},
+                       {"started_at", Nullable(e.started_at)},
+                       {"updated_at", e.last_updated_at},
+                       {"step_timeout_at", Nullable(e.step_timeout_at)},
+                       {"token", Nullable(e.last_client_token)},
+                       {"answer", Nullable(e.last_answer)}});
   }
-  if (!writes.installed.empty()) {
-    Json rows = Json::array();
-    for (const auto& i : writes.installed)
-      rows.push_back({{"thing", i.thing}, {"job_id", i.job_id}, {"reported", Nullable(i.reported)}});
-    const std::string json = rows.dump();
-    rows_written += txn.exec_params(
-        "update fleetwave.devices d set firmware = rel.version, firmware_key = rel.version_key, "
-        "  updated_at = now(), "
-        "  flagged_at = case when x.reported is distinct from rel.version and x.reported is not null "
-        "                    then now() else d.flagged_at end, "
-        "  flag_reason = case when x.reported is distinct from rel.version and x.reported is not null "
-        "                     then 'reported firmware ' || x.reported || ' after installing ' || "
-        "                          rel.version else d.flag_reason end "
-        "from jsonb_to_recordset($1::jsonb) as x(thing text, job_id text, reported text), "
-        "     fleetwave.rollouts r, fleetwave.releases rel "
-        "where d.id = x.thing and r.id = x.job_id and rel.id = r.release_id",
-        json).affected_rows();
-    rows_written += txn.exec_params(
-        "insert into fleetwave.events (cycle_id, rollout_id, kind, detail) "
-        "select r.cycle_id, r.id, 'firmware_mismatch', jsonb_build_object('thing', x.thing, "
-        "  'reported', x.reported, 'expected', rel.version) "
-        "from jsonb_to_recordset($1::jsonb) as x(thing text, job_id text, reported text) "
-        "join fleetwave.rollouts r on r.id = x.job_id "
-        "join fleetwave.releases rel on rel.id = r.release_id "
-        "where x.reported is not null and x.reported <> rel.version",
-        json).affected_rows();
-  }
-  if (!writes.notices.empty()) {
-    Json rows = Json::array();
-    for (const auto& n : writes.notices) rows.push_back({{"topic", n.topic}, {"payload", n.payload}});
-    rows_written += txn.exec_params(
-        "insert into fleetwave.outbox (topic, payload) "
-        "select x.topic, x.payload from jsonb_to_recordset($1::jsonb) as x(topic text, payload text)",
-        rows.dump()).affected_rows();
-  }
-  if (!writes.telemetry.empty()) {
-    Json rows = Json::array();
-    for (const auto& t : writes.telemetry)
-      rows.push_back({{"thing", t.thing}, {"firmware", Nullable(t.firmware)}, {"payload", t.payload}});
-    const std::string json = rows.dump();
-    auto inserted = txn.exec_params(
-        "insert into fleetwave.telemetry (thing_name, firmware, payload) "
-        "select x.thing, x.firmware, x.payload::jsonb "
-        "from jsonb_to_recordset($1::jsonb) as x(thing text, firmware text, payload text) "
-        "join fleetwave.devices d on d.id = x.thing",
-        json);
-    result->telemetry_dropped = static_cast<int64_t>(writes.telemetry.size()) -
-                                static_cast<int64_t>(inserted.affected_rows());
-    rows_written += inserted.affected_rows();
-    rows_written += txn.exec_params(
-        "update fleetwave.devices set last_seen = now() where id in "
-        "(select distinct x.thing from jsonb_to_recordset($1::jsonb) as x(thing text))",
-        json).affected_rows();
-  }
-  return rows_written;
+  for (const auto& i : writes.installed)
+    installed.push_back(
+        {{"thing", i.thing}, {"job_id", i.job_id}, {"reported", Nullable(i.reported)}});
+  for (const auto& n : writes.notices)
+    notices.push_back({{"topic", n.topic}, {"payload", n.payload}});
+  for (const auto& t : writes.telemetry)
+    telemetry.push_back(
+        {{"thing", t.thing}, {"firmware", Nullable(t.firmware)}, {"payload", t.payload}});
+
+  auto r = txn.exec_prepared1("fleetwave_jobs_write", changed.dump(), installed.dump(),
+                              notices.dump(), telemetry.dump());
+  if (r[0].as<size_t>() != writes.changed.size()) throw VersionConflict{};
+  int64_t stored = r[4].as<int64_t>();
+  result->telemetry_dropped = static_cast<int64_t>(writes.telemetry.size()) - stored;
+  return r[0].as<int64_t>() + r[1].as<int64_t>() + r[2].as<int64_t>() + r[3].as<int64_t>() + stored;
 }
 
 }  // namespace
@@ -202,7 +217,10 @@ int64_t Write(pqxx::work& txn, const JobsWrites& writes, BatchResult* result) {
 JobsStore::JobsStore(std::string conninfo) : conninfo_(std::move(conninfo)) {}
 
 pqxx::connection& JobsStore::Conn() {
-  if (!conn_ || !conn_->is_open()) conn_ = Connect(conninfo_);
+  if (!conn_ || !conn_->is_open()) {
+    conn_ = Connect(conninfo_);
+    for (const auto& [name, sql] : kStatements) conn_->prepare(name, sql);
+  }
   return *conn_;
 }
 
@@ -227,7 +245,8 @@ BatchResult JobsStore::RunBatch(const JobsBatch& batch,
       // The commit may or may not have landed: read the truth again and decide again. Requests
       // that were applied are then repeats, answered from the state without applying twice.
       conn_.reset();
-      if (result.attempts >= kMaxAttempts) throw Unavailable("commit in doubt; database unreachable");
+      if (result.attempts >= kMaxAttempts)
+        throw Unavailable("commit in doubt; database unreachable");
     } catch (const pqxx::broken_connection& e) {
       conn_.reset();
       throw Unavailable(std::string("lost the database connection: ") + e.what());
