@@ -338,6 +338,10 @@ void AddController(CLI::App& app, Globals& g) {
   cmd->add_option("--max-batch", o->max_batch, "Requests per database transaction")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  cmd->add_option("--answer-qos", o->answer_qos,
+                  "QoS of answers (notices always use QoS 1)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1));
   auto window_ms = std::make_shared<int>(static_cast<int>(o->batch_window.count()));
   cmd->add_option("--batch-window-ms", *window_ms, "How long a batch gathers requests")
       ->capture_default_str()

@@ -280,7 +280,7 @@ void JobsService::AnswerLoop() {
     answers_cv_.notify_all();
     const auto start = Clock::now();
     for (const mqtt::Answer& a : batch) {
-      if (!publisher_.Publish(a.topic, a.payload, 0))
+      if (!publisher_.Publish(a.topic, a.payload, options_.answer_qos))
         spdlog::warn("answer on {} not sent: broker unavailable", a.topic);
     }
     std::lock_guard<std::mutex> lock(stats_mu_);

@@ -36,6 +36,9 @@ struct JobsServiceOptions {
   std::chrono::milliseconds batch_window{2};       // gather this long after the first request
   std::chrono::milliseconds database_wait{30000};  // then answer InternalError
   size_t max_inflight = 2000;                      // per connection
+  // Answers are not state (a device that misses one asks again, and a retried clientToken gets
+  // the same answer), so by default they skip the PUBACK round trip; notices always use QoS 1.
+  int answer_qos = 0;
   int64_t telemetry_retention_seconds = 7 * 86400;
 };
 
