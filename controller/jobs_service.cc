@@ -89,7 +89,7 @@ void JobsService::Start() {
 void JobsService::Stop() {
   if (stop_.exchange(true)) return;
   requests_.Stop();
-  WakeRelay();
+  relay_cv_.notify_all();
   if (serve_.joinable()) serve_.join();
   answers_cv_.notify_all();
   if (answerer_.joinable()) answerer_.join();  // publishes what the serve loop handed over
@@ -110,12 +110,23 @@ JobsServiceStats JobsService::stats() const {
   return stats_;
 }
 
-void JobsService::WakeRelay() {
+void JobsService::Hand(Outgoing outgoing) {
   {
-    std::lock_guard<std::mutex> lock(relay_mu_);
-    relay_wake_ = true;
+    std::unique_lock<std::mutex> lock(answers_mu_);
+    answers_cv_.wait(lock, [this] { return answers_.size() < kMaxAnswerBatches; });
+    answers_.push_back(std::move(outgoing));
   }
-  relay_cv_.notify_one();
+  answers_cv_.notify_all();
+}
+
+std::vector<int64_t> JobsService::TakeAcked() {
+  std::lock_guard<std::mutex> lock(acked_mu_);
+  return std::exchange(acked_, {});
+}
+
+void JobsService::GiveBackAcked(std::vector<int64_t> ids) {
+  std::lock_guard<std::mutex> lock(acked_mu_);
+  acked_.insert(acked_.end(), ids.begin(), ids.end());
 }
 
 void JobsService::Queue(const std::vector<db::NewExecution>& executions) {
@@ -123,11 +134,12 @@ void JobsService::Queue(const std::vector<db::NewExecution>& executions) {
   db::JobsBatch batch;
   batch.queue = executions;
   std::vector<Pending> none;
+  db::BatchResult result;
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
-    store_.RunBatch(batch, [&](db::JobsSnapshot& s) { return Decide(none, {}, s); });
+    result = store_.RunBatch(batch, [&](db::JobsSnapshot& s) { return Decide(none, {}, s); });
   }
-  WakeRelay();
+  Hand({{}, std::move(result.notices)});
 }
 
 void JobsService::ServeLoop() {
@@ -172,6 +184,7 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
   }
 
   db::JobsBatch batch;
+  batch.mark_sent = TakeAcked();
   for (const Pending& p : requests) {
     if (p.message.rejection) continue;
     batch.things.insert(p.message.topic.thing);
@@ -180,7 +193,8 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
   }
 
   db::BatchResult result;
-  bool committed = false;
+  bool committed = false;  // the answers are final
+  bool written = false;    // the transaction ran, batch.mark_sent included
   if (batch.things.empty() && telemetry.empty()) {
     // Only malformed requests: their answers need no database.
     db::JobsSnapshot none;
@@ -198,7 +212,7 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
       std::lock_guard<std::mutex> lock(queue_mu_);
       result = store_.RunBatch(
           batch, [&](db::JobsSnapshot& s) { return Decide(requests, telemetry, s); });
-      committed = true;
+      committed = written = true;
       break;
     } catch (const db::Unavailable& e) {
       {
@@ -245,12 +259,8 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
     }
     answers.push_back(std::move(p.answer));
   }
-  {
-    std::unique_lock<std::mutex> lock(answers_mu_);
-    answers_cv_.wait(lock, [this] { return answers_.size() < kMaxAnswerBatches; });
-    answers_.push_back(std::move(answers));
-  }
-  answers_cv_.notify_all();
+  if (!written) GiveBackAcked(std::move(batch.mark_sent));  // the next batch marks them
+  Hand({std::move(answers), std::move(result.notices)});
   {
     std::lock_guard<std::mutex> lock(stats_mu_);
     stats_.requests += requests.size();
@@ -263,29 +273,47 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
     stats_.rows_written += result.rows_written;
     stats_.database_seconds += std::chrono::duration<double>(publish_start - db_start).count();
   }
-  if (committed) WakeRelay();
 }
 
 void JobsService::AnswerLoop() {
   while (true) {
-    std::vector<mqtt::Answer> batch;
+    Outgoing out;
     {
       std::unique_lock<std::mutex> lock(answers_mu_);
       answers_cv_.wait(lock, [this] { return !answers_.empty() || stop_; });
       // After Stop() the serve loop has been joined: drain what it handed over, then end.
       if (answers_.empty()) return;
-      batch = std::move(answers_.front());
+      out = std::move(answers_.front());
       answers_.pop_front();
     }
     answers_cv_.notify_all();
     const auto start = Clock::now();
-    for (const mqtt::Answer& a : batch) {
+    for (const mqtt::Answer& a : out.answers) {
       if (!publisher_.Publish(a.topic, a.payload, options_.answer_qos))
         spdlog::warn("answer on {} not sent: broker unavailable", a.topic);
     }
+    std::vector<int64_t> sent = PublishNotices(out.notices);
+    GiveBackAcked(std::move(sent));
     std::lock_guard<std::mutex> lock(stats_mu_);
     stats_.publish_seconds += std::chrono::duration<double>(Clock::now() - start).count();
   }
+}
+
+std::vector<int64_t> JobsService::PublishNotices(const std::vector<db::OutboxEntry>& notices) {
+  if (notices.empty()) return {};
+  uint64_t failures_before = publisher_.stats().publish_failures;
+  std::vector<int64_t> sent;
+  for (const auto& n : notices) {
+    if (!publisher_.Publish(n.topic, n.payload, 1)) break;
+    sent.push_back(n.id);
+  }
+  // Acknowledged, or left for the relay to send again (devices dedupe repeated notices).
+  if (!publisher_.Flush(std::chrono::seconds(30)) ||
+      publisher_.stats().publish_failures != failures_before)
+    return {};
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.notices_sent += sent.size();
+  return sent;
 }
 
 db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
@@ -366,33 +394,26 @@ db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
   return writes;
 }
 
+// The relay: acknowledgements the idle serve loop did not write, and notices left unsent (a
+// crash before the broker acknowledged them, an outage) once they are older than a fresh batch's.
 void JobsService::RelayLoop() {
   RateLimitedLog relay_log(2);
   auto next_prune = Clock::now();
   while (!stop_) {
     {
       std::unique_lock<std::mutex> lock(relay_mu_);
-      relay_cv_.wait_for(lock, std::chrono::milliseconds(500),
-                         [this] { return relay_wake_ || stop_.load(); });
-      relay_wake_ = false;
+      relay_cv_.wait_for(lock, std::chrono::seconds(2), [this] { return stop_.load(); });
     }
+    std::vector<int64_t> acked = TakeAcked();
     try {
+      outbox_.MarkSent(acked);
+      acked.clear();
       while (!stop_) {
-        std::vector<db::OutboxEntry> entries = outbox_.Unsent(1000);
-        if (entries.empty()) break;
-        uint64_t failures_before = publisher_.stats().publish_failures;
-        std::vector<int64_t> sent;
-        for (const auto& e : entries) {
-          if (!publisher_.Publish(e.topic, e.payload, 1)) break;
-          sent.push_back(e.id);
-        }
-        // Marked sent only once the broker acknowledged them; otherwise they go out again.
-        if (!publisher_.Flush(std::chrono::seconds(30)) ||
-            publisher_.stats().publish_failures != failures_before || sent.empty())
-          break;
+        std::vector<db::OutboxEntry> left = outbox_.Unsent(1000, /*min_age_seconds=*/10);
+        if (left.empty()) break;
+        std::vector<int64_t> sent = PublishNotices(left);
+        if (sent.empty()) break;
         outbox_.MarkSent(sent);
-        std::lock_guard<std::mutex> lock(stats_mu_);
-        stats_.notices_sent += sent.size();
       }
       if (Clock::now() >= next_prune) {
         next_prune = Clock::now() + std::chrono::minutes(10);
@@ -401,6 +422,7 @@ void JobsService::RelayLoop() {
         }
       }
     } catch (const db::Error& e) {
+      GiveBackAcked(std::move(acked));
       relay_log.Warn(std::string("outbox relay: ") + e.what());
     }
   }

@@ -1,6 +1,10 @@
 // The device-facing jobs API: serves the AWS IoT Jobs MQTT requests from PostgreSQL with group
 // commit, ingests health telemetry, and relays outbox notices to the broker.
 //
+// Notices are published as soon as their batch commits and marked sent once acknowledged (in
+// the next batch's transaction); the relay only sends what is left over after a crash or an
+// outage, and marks acknowledgements when the service is idle.
+//
 // Two MQTT connections: `requests` (stable client id, persistent session, QoS 1 subscriptions to
 // the four request filters and telemetry) so requests sent while the controller is down are
 // served when it is back; and `publisher` for answers and notices, so waiting on the publish
@@ -82,10 +86,11 @@ class JobsService {
   void ServeLoop();
   void AnswerLoop();
   void RelayLoop();
+  // Publishes notices with QoS 1 and returns the ids the broker acknowledged.
+  std::vector<int64_t> PublishNotices(const std::vector<db::OutboxEntry>& notices);
   void ProcessBatch(std::vector<mqtt::Message>& messages);
   db::JobsWrites Decide(std::vector<Pending>& requests, const std::vector<mqtt::Telemetry>& telemetry,
                         db::JobsSnapshot& snapshot);
-  void WakeRelay();
 
   JobsServiceOptions options_;
   mqtt::JobsTopics topics_;
@@ -99,15 +104,25 @@ class JobsService {
   std::thread serve_;
   std::thread answerer_;
   std::thread relay_;
-  // Answers of committed batches, published in order by answerer_ while the serve loop already
-  // works on the next batch. Bounded: the serve loop waits when it is full.
+  // What committed batches publish: their answers, then their notices. answerer_ publishes in
+  // order while the serve loop already works on the next batch; bounded, the serve loop waits
+  // when it is full.
+  struct Outgoing {
+    std::vector<mqtt::Answer> answers;
+    std::vector<db::OutboxEntry> notices;
+  };
+  void Hand(Outgoing outgoing);
+  std::vector<int64_t> TakeAcked();
+  void GiveBackAcked(std::vector<int64_t> ids);
   std::mutex answers_mu_;
   std::condition_variable answers_cv_;
-  std::deque<std::vector<mqtt::Answer>> answers_;
+  std::deque<Outgoing> answers_;
   static constexpr size_t kMaxAnswerBatches = 4;
+  // Notices the broker acknowledged, to be marked sent by the next batch (or by the relay).
+  std::mutex acked_mu_;
+  std::vector<int64_t> acked_;
   std::mutex relay_mu_;
   std::condition_variable relay_cv_;
-  bool relay_wake_ = false;
 
   mutable std::mutex stats_mu_;
   JobsServiceStats stats_;

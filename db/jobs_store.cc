@@ -89,13 +89,18 @@ constexpr const char* kWriteSql =
     "notices as ("
     "  insert into fleetwave.outbox (topic, payload) "
     "  select x.topic, x.payload "
-    "  from jsonb_to_recordset($3::jsonb) as x(topic text, payload text) returning 1), "
+    "  from jsonb_to_recordset($3::jsonb) as x(topic text, payload text) returning id, topic), "
+    "sent as ("
+    "  update fleetwave.outbox set sent_at = now(), attempts = attempts + 1 "
+    "  where id = any(array(select jsonb_array_elements_text($5::jsonb)::bigint)) "
+    "    and sent_at is null returning 1), "
     "stored as ("
     "  insert into fleetwave.telemetry (thing_name, firmware, payload) "
     "  select thing, firmware, payload::jsonb from reports returning 1) "
     "select (select count(*) from changed), (select count(*) from devices), "
     "  (select count(*) from mismatches), (select count(*) from notices), "
-    "  (select count(*) from stored)";
+    "  (select count(*) from stored), (select count(*) from sent), "
+    "  (select coalesce(jsonb_object_agg(topic, id), '{}')::text from notices)";
 constexpr std::pair<const char*, const char*> kStatements[] = {
     {"fleetwave_jobs_queue", kQueueSql},
     {"fleetwave_jobs_head", kHeadSql},
@@ -176,9 +181,10 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch) {
 // Every write of the batch in one statement (one round trip): data-modifying CTEs over the
 // batch's rows passed as JSON. Devices are updated once per statement (PostgreSQL applies only
 // one update per row and statement), so installed firmware and last_seen share one UPDATE.
-int64_t Write(pqxx::work& txn, const JobsWrites& writes, BatchResult* result) {
+int64_t Write(pqxx::work& txn, const JobsWrites& writes, const std::vector<int64_t>& mark_sent,
+              BatchResult* result) {
   if (writes.changed.empty() && writes.installed.empty() && writes.notices.empty() &&
-      writes.telemetry.empty())
+      writes.telemetry.empty() && mark_sent.empty())
     return 0;
   Json changed = Json::array(), installed = Json::array(), notices = Json::array(),
        telemetry = Json::array();
@@ -205,11 +211,16 @@ int64_t Write(pqxx::work& txn, const JobsWrites& writes, BatchResult* result) {
         {{"thing", t.thing}, {"firmware", Nullable(t.firmware)}, {"payload", t.payload}});
 
   auto r = txn.exec_prepared1("fleetwave_jobs_write", changed.dump(), installed.dump(),
-                              notices.dump(), telemetry.dump());
+                              notices.dump(), telemetry.dump(), Json(mark_sent).dump());
   if (r[0].as<size_t>() != writes.changed.size()) throw VersionConflict{};
   int64_t stored = r[4].as<int64_t>();
   result->telemetry_dropped = static_cast<int64_t>(writes.telemetry.size()) - stored;
-  return r[0].as<int64_t>() + r[1].as<int64_t>() + r[2].as<int64_t>() + r[3].as<int64_t>() + stored;
+  // A batch has at most one notice per topic (one notify-next and one notify per thing).
+  const Json ids = Json::parse(r[6].as<std::string>());
+  for (const auto& n : writes.notices)
+    result->notices.push_back({ids.at(n.topic).get<int64_t>(), n.topic, n.payload});
+  return r[0].as<int64_t>() + r[1].as<int64_t>() + r[2].as<int64_t>() + r[3].as<int64_t>() +
+         stored + r[5].as<int64_t>();
 }
 
 }  // namespace
@@ -234,7 +245,8 @@ BatchResult JobsStore::RunBatch(const JobsBatch& batch,
       JobsSnapshot snapshot = Load(txn, batch);
       JobsWrites writes = decide(snapshot);
       result.telemetry_dropped = 0;
-      result.rows_written = Write(txn, writes, &result);
+      result.notices.clear();
+      result.rows_written = Write(txn, writes, batch.mark_sent, &result);
       txn.commit();
       return result;
     } catch (const VersionConflict&) {

@@ -21,6 +21,7 @@
 #include <pqxx/connection>
 
 #include "db/connection.h"
+#include "db/outbox.h"
 #include "fleet/jobs.h"
 
 namespace db {
@@ -36,6 +37,7 @@ struct JobsBatch {
   std::set<std::string> things;                            // load their pending executions
   std::set<std::pair<std::string, std::string>> named;     // (job id, thing) to load as well
   std::vector<NewExecution> queue;                         // insert first (QUEUED)
+  std::vector<int64_t> mark_sent;  // outbox notices the broker acknowledged since the last batch
 };
 
 struct JobsSnapshot {
@@ -73,6 +75,9 @@ struct BatchResult {
   int attempts = 0;             // 1 unless a conflict or in-doubt commit forced a re-read
   int64_t rows_written = 0;
   int64_t telemetry_dropped = 0;  // reports from unregistered things
+  // The notices the batch wrote to the outbox, with their ids: the caller publishes them at once
+  // and marks them sent (JobsBatch::mark_sent) once acknowledged; the relay sends any left over.
+  std::vector<OutboxEntry> notices;
 };
 
 class JobsStore {

@@ -23,8 +23,9 @@ class Outbox {
  public:
   explicit Outbox(std::string conninfo);
 
-  // The oldest unsent notices, at most `limit`. Throws Unavailable when the database is down.
-  std::vector<OutboxEntry> Unsent(int64_t limit);
+  // The oldest unsent notices written at least `min_age_seconds` ago, at most `limit`.
+  // Throws Unavailable when the database is down.
+  std::vector<OutboxEntry> Unsent(int64_t limit, int64_t min_age_seconds = 0);
   // Marks notices sent (idempotent).
   void MarkSent(const std::vector<int64_t>& ids);
   int64_t Depth();

@@ -70,6 +70,16 @@ class JobsServiceTest : public ::testing::Test {
         .as<int64_t>();
   }
   void Queue(const std::string& thing) { service_->Queue({{kJob, thing, 1, std::nullopt}}); }
+  // Polls `sql` (a count) until it is `expected` or the deadline passes; returns the last value.
+  int64_t WaitForCount(const std::string& sql, int64_t expected) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    int64_t value = -1;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if ((value = Sql(sql)[0][0].as<int64_t>()) == expected) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return value;
+  }
 
   TestDatabase database_;
   std::string root_;
@@ -116,6 +126,20 @@ TEST_F(JobsServiceTest, TheSdkSampleFlowEndToEnd) {
             "2.0.0");
   EXPECT_EQ(Sql("select flagged_at is null from fleetwave.devices where id = 't1'")[0][0].as<bool>(),
             true);
+  // Every notice was acknowledged by the broker and marked sent.
+  EXPECT_EQ(WaitForCount("select count(*) from fleetwave.outbox where sent_at is null", 0), 0);
+  EXPECT_EQ(Sql("select count(*) from fleetwave.outbox")[0][0].as<int>(), 4);
+}
+
+TEST_F(JobsServiceTest, NoticesLeftUnsentBeforeACrashGoOutAgain) {
+  TestDevice device("t3", root_);
+  // As a crash leaves it: written with its change, never acknowledged.
+  Sql("insert into fleetwave.outbox (topic, payload, created_at) values ('" + root_ +
+      "/t3/jobs/notify-next', '{\"timestamp\":1}', now() - interval '1 minute')");
+  auto notice = device.Notice("notify-next", std::chrono::seconds(20));
+  ASSERT_TRUE(notice);
+  EXPECT_EQ((*notice)["timestamp"], 1);
+  EXPECT_EQ(WaitForCount("select count(*) from fleetwave.outbox where sent_at is null", 0), 0);
 }
 
 TEST_F(JobsServiceTest, ALateDeviceFindsItsExecution) {
