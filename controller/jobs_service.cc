@@ -269,7 +269,7 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
     stats_.telemetry += committed ? telemetry.size() - result.telemetry_dropped : 0;
     stats_.telemetry_rejected += telemetry_rejected + result.telemetry_dropped;
     stats_.batches += 1;
-    stats_.commits += committed ? 1 : 0;
+    stats_.commits += written ? 1 : 0;
     stats_.rows_written += result.rows_written;
     stats_.database_seconds += std::chrono::duration<double>(publish_start - db_start).count();
   }

@@ -23,8 +23,8 @@ using std::chrono::milliseconds;
 // Back-off between connect attempts (see ConnectorLoop).
 constexpr milliseconds kMinRetry{100};
 constexpr milliseconds kMaxRetry{5000};
-// A failed subscribe on a live connection is retried after this pause.
-constexpr milliseconds kResubscribePause{200};
+// A failed or refused subscribe on a live connection is retried after this pause.
+constexpr milliseconds kResubscribePause{1000};
 // After Paho refused a publish (usually: the connection dropped between our check and the call,
 // before the connection-lost callback told us), wait this long for news before trying again.
 constexpr milliseconds kPublishRetryPause{50};
@@ -46,8 +46,8 @@ std::string RandomClientId() {
 }
 
 void ValidateServerUri(const std::string& uri) {
-  static const char* const kSchemes[] = {"tcp://", "mqtt://", "ssl://", "mqtts://", "ws://",
-                                         "wss://"};
+  static const char* const kSchemes[] = {"tcp://",   "mqtt://", "ssl://",
+                                         "mqtts://", "ws://",   "wss://"};
   for (const char* scheme : kSchemes) {
     std::string_view s(scheme);
     if (uri.starts_with(s)) {
@@ -69,20 +69,50 @@ bool IsPermanentPublishError(int rc) {
 }
 
 // Paho C runs the callbacks of every client in the process on ONE receive thread, holding the
-// library's global mutex. While a message callback waits for room in its inbound queue, every
-// Paho call of every client blocks inside Paho, deaf to our timeouts and to Stop(). So before
-// calling into Paho, our threads check this process-wide count and wait here instead, where a
-// deadline and Stop() still work.
-struct PahoStall {
+// library's global mutex. While a message callback waits for room in its inbound queue, any
+// Paho call of any client would block inside Paho, deaf to our timeouts and to Stop(). This
+// process-wide gate keeps the two apart: our threads enter Paho only while no callback is
+// blocked (otherwise they wait here, where deadlines and Stop() work), and a callback blocks only
+// while none of our threads is inside Paho (one may be waiting for the very mutex the callback
+// thread holds; then the callback queues its message beyond the bound instead of deadlocking).
+struct PahoGate {
   std::mutex mu;
   std::condition_variable cv;
-  int blocked_callbacks = 0;
+  int blocked_callbacks = 0;  // message callbacks waiting for room
+  int callers = 0;            // our threads inside a Paho call
 };
 
-PahoStall& Stall() {
-  static PahoStall* stall = new PahoStall;  // never destroyed: Paho threads may outlive main
-  return *stall;
+PahoGate& Gate() {
+  static PahoGate* gate = new PahoGate;  // never destroyed: Paho threads may outlive main
+  return *gate;
 }
+
+// Holds the gate open for one Paho call of ours.
+class PahoCall {
+ public:
+  // Waits until no callback is blocked; false (and no entry) if `deadline` passes or `stop`
+  // becomes true first.
+  bool Enter(Clock::time_point deadline, const std::atomic<bool>& stop) {
+    PahoGate& gate = Gate();
+    std::unique_lock g(gate.mu);
+    gate.cv.wait_until(g, deadline, [&] { return gate.blocked_callbacks == 0 || stop.load(); });
+    if (gate.blocked_callbacks != 0 || stop.load()) return false;
+    ++gate.callers;
+    entered_ = true;
+    return true;
+  }
+  ~PahoCall() { Leave(); }
+  void Leave() {
+    if (!entered_) return;
+    entered_ = false;
+    PahoGate& gate = Gate();
+    std::lock_guard g(gate.mu);
+    --gate.callers;  // nobody waits for this to drop: a callback never waits for callers
+  }
+
+ private:
+  bool entered_ = false;
+};
 
 }  // namespace
 
@@ -93,8 +123,7 @@ class Client::Impl {
 
   bool WaitConnected(milliseconds timeout);
   bool connected() const;
-  bool Publish(const std::string& topic, const std::string& payload, int qos,
-               milliseconds timeout);
+  bool Publish(const std::string& topic, const std::string& payload, int qos, milliseconds timeout);
   size_t Receive(std::vector<Message>* out, size_t max, milliseconds wait);
   bool Flush(milliseconds timeout);
   void Stop();
@@ -157,9 +186,6 @@ class Client::Impl {
 
   void SendSubscribe(uint64_t epoch);
   void ConnectorLoop();
-  // Waits until no message callback in the process is blocked (see PahoStall); false if the
-  // deadline passed or Stop() was called first.
-  bool WaitPahoUsable(Clock::time_point deadline);
 
   const ClientOptions options_;
   const size_t max_inflight_;
@@ -196,8 +222,7 @@ class Client::Impl {
 };
 
 Client::Impl::Impl(ClientOptions options)
-    : options_(std::move(options)),
-      max_inflight_(std::min(options_.max_inflight, kMaxWindow)) {
+    : options_(std::move(options)), max_inflight_(std::min(options_.max_inflight, kMaxWindow)) {
   ValidateServerUri(options_.server_uri);
   if (options_.max_inflight == 0) throw std::invalid_argument("mqtt: max_inflight must be > 0");
   if (options_.max_inbound == 0) throw std::invalid_argument("mqtt: max_inbound must be > 0");
@@ -250,6 +275,10 @@ Client::Impl::~Impl() {
   callbacks_enabled_.store(false);
   while (active_callbacks_.load() != 0) std::this_thread::yield();
 
+  // Paho's calls need its global mutex: wait for any blocked callback (of another Client) first.
+  static const std::atomic<bool> kNever{false};
+  PahoCall call;
+  call.Enter(Clock::time_point::max(), kNever);
   // Paho waits up to the timeout for in-flight publishes; bound our wait too, in case the broker
   // is gone without the socket noticing.
   try {
@@ -301,6 +330,18 @@ void Client::Impl::OnSubscribed(const token& t, bool ok) {
   CallbackScope scope(this);
   if (!scope) return;
   auto epoch = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(t.get_user_context()));
+  if (ok) {
+    // In MQTT 3.1.1 a SUBACK may refuse some filters (0x80, e.g. an ACL) and still "succeed".
+    // The token is complete, so reading its response does not wait.
+    try {
+      const subscribe_response response = t.get_subscribe_response();
+      for (ReasonCode rc : response.get_reason_codes()) {
+        if (static_cast<int>(rc) >= 0x80) ok = false;
+      }
+    } catch (const std::exception&) {
+      ok = false;
+    }
+  }
   {
     std::lock_guard lk(mu_);
     if (epoch != epoch_ || !connected_) return;  // an answer for an earlier connection
@@ -341,22 +382,29 @@ void Client::Impl::OnMessage(const const_message_ptr& msg) {
   Message m{msg->get_topic(), msg->to_string(), msg->get_qos()};
   {
     std::unique_lock lk(mu_);
-    // Back-pressure: hold Paho's receive thread until Receive() makes room. After Stop() the
-    // message is still queued (one beyond the bound at most) so a final Receive can take it.
+    // Back-pressure: hold Paho's receive thread until Receive() makes room. That stalls all of
+    // Paho in the process, so it happens only when the gate allows (see PahoGate).
     auto room = [&] { return stopping_ || inbound_.size() < options_.max_inbound; };
     if (!room()) {
-      PahoStall& stall = Stall();
+      PahoGate& gate = Gate();
+      bool block;
       {
-        std::lock_guard g(stall.mu);
-        ++stall.blocked_callbacks;
+        std::lock_guard g(gate.mu);
+        block = gate.callers == 0;
+        if (block) ++gate.blocked_callbacks;
       }
-      space_cv_.wait(lk, room);
-      {
-        std::lock_guard g(stall.mu);
-        --stall.blocked_callbacks;
+      if (block) {
+        space_cv_.wait(lk, room);
+        {
+          std::lock_guard g(gate.mu);
+          --gate.blocked_callbacks;
+        }
+        gate.cv.notify_all();
       }
-      stall.cv.notify_all();
     }
+    // After Stop() nothing waits any more: what fits is still queued for a last Receive(), the
+    // rest is dropped (Paho has acknowledged it already).
+    if (stopping_ && inbound_.size() >= options_.max_inbound) return;
     inbound_.push_back(std::move(m));
     ++counters_.received;
   }
@@ -419,7 +467,8 @@ void Client::Impl::ConnectorLoop() {
 
     connect_pending_ = true;
     lk.unlock();
-    bool started = WaitPahoUsable(Clock::time_point::max());
+    PahoCall call;
+    bool started = call.Enter(Clock::time_point::max(), stop_requested_);
     if (started) {
       try {
         cli_->connect(connect_options_, nullptr, connect_listener_);
@@ -427,17 +476,10 @@ void Client::Impl::ConnectorLoop() {
         started = false;
       }
     }
+    call.Leave();
     lk.lock();
     if (!started) connect_pending_ = false;
   }
-}
-
-bool Client::Impl::WaitPahoUsable(Clock::time_point deadline) {
-  PahoStall& stall = Stall();
-  std::unique_lock g(stall.mu);
-  stall.cv.wait_until(g, deadline,
-                      [&] { return stall.blocked_callbacks == 0 || stop_requested_.load(); });
-  return stall.blocked_callbacks == 0 && !stop_requested_.load();
 }
 
 // ------------------------------------------------------------------------------ API
@@ -475,7 +517,8 @@ bool Client::Impl::Publish(const std::string& topic, const std::string& payload,
     lk.unlock();
 
     int rc = MQTTASYNC_SUCCESS;
-    if (!WaitPahoUsable(deadline)) {
+    PahoCall call;
+    if (!call.Enter(deadline, stop_requested_)) {
       lk.lock();
       if (qos > 0) --inflight_;
       state_cv_.notify_all();
@@ -493,6 +536,7 @@ bool Client::Impl::Publish(const std::string& topic, const std::string& payload,
       rc = e.get_return_code();
       if (rc == MQTTASYNC_SUCCESS) rc = MQTTASYNC_FAILURE;
     }
+    call.Leave();
 
     lk.lock();
     if (rc == MQTTASYNC_SUCCESS) {
@@ -507,8 +551,8 @@ bool Client::Impl::Publish(const std::string& topic, const std::string& payload,
     if (qos > 0) --inflight_;
     state_cv_.notify_all();
     if (IsPermanentPublishError(rc)) {
-      throw std::invalid_argument("mqtt: Paho refused a publish to '" + topic +
-                                  "' (rc " + std::to_string(rc) + ")");
+      throw std::invalid_argument("mqtt: Paho refused a publish to '" + topic + "' (rc " +
+                                  std::to_string(rc) + ")");
     }
     const milliseconds wait =
         rc == MQTTASYNC_MAX_BUFFERED_MESSAGES ? kQueueFullPause : kPublishRetryPause;
@@ -553,9 +597,9 @@ void Client::Impl::Stop() {
   inbound_cv_.notify_all();
   space_cv_.notify_all();
   {
-    std::lock_guard g(Stall().mu);  // so that a waiter cannot miss the flag
+    std::lock_guard g(Gate().mu);  // so that a waiter cannot miss the flag
   }
-  Stall().cv.notify_all();
+  Gate().cv.notify_all();
 }
 
 ClientStats Client::Impl::stats() const {

@@ -11,12 +11,14 @@
 // - Reconnects automatically and re-subscribes on every (re)connect.
 //
 // Paho C runs the callbacks of ALL clients in the process on one thread while holding its global
-// mutex. So while ANY Client's inbound queue is full, all of Paho stalls: no Client sends,
-// receives PUBACKs or keeps its connection alive (past 1.5 x keep-alive the broker drops it), and
-// Publish() on every Client waits (until its timeout or Stop()). A thread that drains a queue
-// must therefore not need a publish (on any Client) to get back to Receive(): such a thread waits
-// out its publish timeout and the publish fails. Size max_inbound so it is reached only under
-// overload, and drain promptly.
+// mutex. So while ANY Client's inbound queue is full, Paho is held for every Client: none
+// receives messages or PUBACKs, Publish() on every Client waits (until its timeout or Stop())
+// instead of calling into Paho, and a destructor waits until the queue is drained. A thread
+// that drains a queue must therefore not need a publish (on any Client) to get back to
+// Receive(): such a thread waits out its publish timeout and the publish fails. Size
+// max_inbound so that it is reached only under overload, and drain promptly. (To avoid a
+// deadlock the bound yields by a message when a Paho call of ours is under way just as the queue
+// is full, so `inbound` can exceed max_inbound slightly while others publish.)
 #pragma once
 
 #include <chrono>
