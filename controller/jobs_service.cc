@@ -1,5 +1,6 @@
 #include "controller/jobs_service.h"
 
+#include <algorithm>
 #include <map>
 
 #include <spdlog/spdlog.h>
@@ -49,7 +50,9 @@ mqtt::ClientOptions RequestsClient(const JobsServiceOptions& o, const mqtt::Jobs
   c.clean_session = false;  // the broker keeps requests for us while we are down
   c.subscriptions = topics.RequestFilters();
   c.subscriptions.push_back(topics.TelemetryFilter());
-  c.max_inbound = 4 * o.max_batch;
+  // Paho delivers every client's messages on one thread: a full inbound queue would stall the
+  // publisher too. Room for many batches keeps that to database outages (see the header).
+  c.max_inbound = std::max<size_t>(100000, 20 * o.max_batch);
   c.max_inflight = o.max_inflight;
   return c;
 }
@@ -292,28 +295,38 @@ void JobsService::AnswerLoop() {
       if (!publisher_.Publish(a.topic, a.payload, options_.answer_qos))
         spdlog::warn("answer on {} not sent: broker unavailable", a.topic);
     }
-    std::vector<int64_t> sent = PublishNotices(out.notices);
-    GiveBackAcked(std::move(sent));
+    // Not waiting for their acknowledgements here keeps the next answers moving; the relay
+    // confirms them (Flush) and they are then marked sent.
+    std::vector<int64_t> published = PublishNotices(out.notices);
+    {
+      std::lock_guard<std::mutex> lock(acked_mu_);
+      unconfirmed_.insert(unconfirmed_.end(), published.begin(), published.end());
+    }
     std::lock_guard<std::mutex> lock(stats_mu_);
     stats_.publish_seconds += std::chrono::duration<double>(Clock::now() - start).count();
   }
 }
 
 std::vector<int64_t> JobsService::PublishNotices(const std::vector<db::OutboxEntry>& notices) {
-  if (notices.empty()) return {};
-  uint64_t failures_before = publisher_.stats().publish_failures;
-  std::vector<int64_t> sent;
+  std::vector<int64_t> published;
   for (const auto& n : notices) {
     if (!publisher_.Publish(n.topic, n.payload, 1)) break;
-    sent.push_back(n.id);
+    published.push_back(n.id);
   }
-  // Acknowledged, or left for the relay to send again (devices dedupe repeated notices).
+  return published;
+}
+
+bool JobsService::ConfirmPublished(const std::vector<int64_t>& ids) {
+  if (ids.empty()) return true;
+  uint64_t failures_before = publisher_.stats().publish_failures;
+  // Flush covers every publish so far, these included. A failure anywhere sends them again
+  // later (devices dedupe repeated notices).
   if (!publisher_.Flush(std::chrono::seconds(30)) ||
       publisher_.stats().publish_failures != failures_before)
-    return {};
+    return false;
   std::lock_guard<std::mutex> lock(stats_mu_);
-  stats_.notices_sent += sent.size();
-  return sent;
+  stats_.notices_sent += ids.size();
+  return true;
 }
 
 db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
@@ -398,21 +411,30 @@ db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
 // crash before the broker acknowledged them, an outage) once they are older than a fresh batch's.
 void JobsService::RelayLoop() {
   RateLimitedLog relay_log(2);
+  auto next_sweep = Clock::now();
   auto next_prune = Clock::now();
   while (!stop_) {
     {
       std::unique_lock<std::mutex> lock(relay_mu_);
-      relay_cv_.wait_for(lock, std::chrono::seconds(2), [this] { return stop_.load(); });
+      relay_cv_.wait_for(lock, std::chrono::milliseconds(250), [this] { return stop_.load(); });
     }
+    std::vector<int64_t> published;
+    {
+      std::lock_guard<std::mutex> lock(acked_mu_);
+      published.swap(unconfirmed_);
+    }
+    if (ConfirmPublished(published)) GiveBackAcked(std::move(published));
+    if (Clock::now() < next_sweep) continue;
+    next_sweep = Clock::now() + std::chrono::seconds(2);
     std::vector<int64_t> acked = TakeAcked();
     try {
-      outbox_.MarkSent(acked);
+      outbox_.MarkSent(acked);  // acknowledged while the serve loop was idle
       acked.clear();
       while (!stop_) {
         std::vector<db::OutboxEntry> left = outbox_.Unsent(1000, /*min_age_seconds=*/10);
         if (left.empty()) break;
         std::vector<int64_t> sent = PublishNotices(left);
-        if (sent.empty()) break;
+        if (sent.empty() || !ConfirmPublished(sent)) break;
         outbox_.MarkSent(sent);
       }
       if (Clock::now() >= next_prune) {

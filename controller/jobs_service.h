@@ -1,9 +1,14 @@
 // The device-facing jobs API: serves the AWS IoT Jobs MQTT requests from PostgreSQL with group
 // commit, ingests health telemetry, and relays outbox notices to the broker.
 //
-// Notices are published as soon as their batch commits and marked sent once acknowledged (in
-// the next batch's transaction); the relay only sends what is left over after a crash or an
-// outage, and marks acknowledgements when the service is idle.
+// Notices are published as soon as their batch commits; the relay confirms the broker's
+// acknowledgements and the next batch's transaction marks them sent. The relay also marks them
+// when the service is idle, and sends what is left over after a crash or an outage.
+//
+// Backpressure: the requests connection queues up to 100,000 messages in memory. Paho delivers
+// all clients' messages on one thread, so while that queue is full (only when the database has
+// been unreachable for a long while) publishing stalls too and answers time out; devices ask
+// again. Messages not yet received stay with the broker.
 //
 // Two MQTT connections: `requests` (stable client id, persistent session, QoS 1 subscriptions to
 // the four request filters and telemetry) so requests sent while the controller is down are
@@ -86,8 +91,10 @@ class JobsService {
   void ServeLoop();
   void AnswerLoop();
   void RelayLoop();
-  // Publishes notices with QoS 1 and returns the ids the broker acknowledged.
+  // Publishes notices with QoS 1; returns the ids handed to the broker connection.
   std::vector<int64_t> PublishNotices(const std::vector<db::OutboxEntry>& notices);
+  // Waits until the broker acknowledged every publish so far; false if any failed.
+  bool ConfirmPublished(const std::vector<int64_t>& ids);
   void ProcessBatch(std::vector<mqtt::Message>& messages);
   db::JobsWrites Decide(std::vector<Pending>& requests, const std::vector<mqtt::Telemetry>& telemetry,
                         db::JobsSnapshot& snapshot);
@@ -118,8 +125,10 @@ class JobsService {
   std::condition_variable answers_cv_;
   std::deque<Outgoing> answers_;
   static constexpr size_t kMaxAnswerBatches = 4;
-  // Notices the broker acknowledged, to be marked sent by the next batch (or by the relay).
+  // Notices published but not yet confirmed (unconfirmed_), and confirmed ones to be marked sent
+  // by the next batch or by the relay (acked_).
   std::mutex acked_mu_;
+  std::vector<int64_t> unconfirmed_;
   std::vector<int64_t> acked_;
   std::mutex relay_mu_;
   std::condition_variable relay_cv_;
