@@ -28,6 +28,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <mosquitto.h>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
@@ -35,7 +36,6 @@
 #include "db/jobs_store.h"
 #include "db/migrator.h"
 #include "db/registry.h"
-#include "mqtt/client.h"
 #include "simulator/fleet_spec.h"
 
 namespace {
@@ -80,31 +80,55 @@ int64_t PeakRssKb(pid_t pid) {
   return 0;
 }
 
-// The devices of one phase: each walks start-next -> IN_PROGRESS -> SUCCEEDED. Answers arrive on
-// `answers` (subscribed to the accepted/rejected topics, never publishing) and the next request
-// is handed to the sender thread, which alone publishes on `requests`: a thread never waits on
-// the publish window of the connection whose inbound queue it drains.
+// The devices of one phase: each walks start-next -> IN_PROGRESS -> SUCCEEDED over one
+// libmosquitto connection (QoS 1 requests, QoS 1 subscriptions to the answers). The devices are
+// played with libmosquitto rather than Paho because they are the load, not what is measured:
+// Paho costs several times more CPU per message (DESIGN §2), and on this 2-core machine the load
+// generator's CPU is taken from the controller under test. Answers arrive on libmosquitto's
+// thread, which queues the follow-up request; the sender thread alone publishes.
 class Phase {
  public:
   Phase(std::vector<std::string> things, const std::string& uri, size_t window, double rate)
-      : things_(std::move(things)), window_(window), rate_(rate),
-        requests_(PublisherOptions(uri)), answers_(SubscriberOptions(uri)) {
-    step_.assign(things_.size(), 0);
+      : things_(std::move(things)), window_(window), rate_(rate) {
     sent_at_.resize(things_.size() * 3);
     latency_ms_.reserve(things_.size() * 3);
+    std::string hostport = uri.substr(uri.find("://") + 3);
+    host_ = hostport.substr(0, hostport.rfind(':'));
+    port_ = std::stoi(hostport.substr(hostport.rfind(':') + 1));
+    static std::atomic<int> counter{0};
+    std::string id = "bench-devices-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+    mosq_ = mosquitto_new(id.c_str(), true, this);
+    mosquitto_int_option(mosq_, MOSQ_OPT_SEND_MAXIMUM, 1000);
+    mosquitto_int_option(mosq_, MOSQ_OPT_TCP_NODELAY, 1);  // as device SDKs do: no Nagle delay
+    mosquitto_message_callback_set(mosq_, [](mosquitto*, void* self, const mosquitto_message* m) {
+      static_cast<Phase*>(self)->OnAnswer(m);
+    });
+    mosquitto_subscribe_callback_set(mosq_, [](mosquitto*, void* self, int, int, const int*) {
+      auto* phase = static_cast<Phase*>(self);
+      std::lock_guard<std::mutex> lock(phase->mu_);
+      ++phase->subscribed_;
+      phase->cv_.notify_all();
+    });
+  }
+  ~Phase() {
+    mosquitto_disconnect(mosq_);
+    mosquitto_loop_stop(mosq_, false);
+    mosquitto_destroy(mosq_);
   }
 
   bool Ready() {
-    return requests_.WaitConnected(std::chrono::seconds(10)) &&
-           answers_.WaitConnected(std::chrono::seconds(10));
+    if (mosquitto_connect(mosq_, host_.c_str(), port_, 60) != MOSQ_ERR_SUCCESS) return false;
+    mosquitto_loop_start(mosq_);
+    for (const std::string& filter : {kRoot + "/+/jobs/start-next/+", kRoot + "/+/jobs/+/update/+"})
+      mosquitto_subscribe(mosq_, nullptr, filter.c_str(), 1);
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [this] { return subscribed_ == 2; });
   }
 
   // Runs until every device finished or `timeout`; returns wall seconds.
   double Run(std::chrono::seconds timeout) {
     auto start = Clock::now();
-    std::thread receiver([this, start, timeout] { Receive(start + timeout); });
     Send(start + timeout);
-    receiver.join();
     return std::chrono::duration<double>(Clock::now() - start).count();
   }
 
@@ -118,20 +142,6 @@ class Phase {
   }
 
  private:
-  static mqtt::ClientOptions PublisherOptions(const std::string& uri) {
-    mqtt::ClientOptions o;
-    o.server_uri = uri;
-    o.max_inflight = 1000;
-    return o;
-  }
-  static mqtt::ClientOptions SubscriberOptions(const std::string& uri) {
-    mqtt::ClientOptions o;
-    o.server_uri = uri;
-    o.subscriptions = {kRoot + "/+/jobs/start-next/+", kRoot + "/+/jobs/+/update/+"};
-    o.max_inbound = 100000;
-    return o;
-  }
-
   // Request `seq` = device * 3 + step; its clientToken is the sequence number.
   void Publish(size_t seq) {
     size_t device = seq / 3, step = seq % 3;
@@ -147,8 +157,12 @@ class Phase {
                 "\",\"statusDetails\":{\"step\":\"" + (step == 1 ? "installing" : "done") +
                 "\"},\"clientToken\":\"" + token + "\"}";
     }
-    sent_at_[seq] = Clock::now();
-    requests_.Publish(topic, payload, 1);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      sent_at_[seq] = Clock::now();
+    }
+    mosquitto_publish(mosq_, nullptr, topic.c_str(), static_cast<int>(payload.size()),
+                      payload.data(), 1, false);
   }
 
   void Send(Clock::time_point deadline) {
@@ -183,41 +197,36 @@ class Phase {
     }
   }
 
-  void Receive(Clock::time_point deadline) {
-    std::vector<mqtt::Message> got;
-    while (Clock::now() < deadline) {
-      got.clear();
-      answers_.Receive(&got, 1000, std::chrono::milliseconds(50));
-      auto now = Clock::now();
-      std::lock_guard<std::mutex> lock(mu_);
-      for (const auto& m : got) {
-        auto answer = Json::parse(m.payload, nullptr, false);
-        if (!answer.is_object() || !answer.contains("clientToken")) continue;
-        size_t seq = std::stoull(answer["clientToken"].get<std::string>());
-        if (seq >= sent_at_.size()) continue;
-        latency_ms_.push_back(std::chrono::duration<double, std::milli>(now - sent_at_[seq]).count());
-        ++answered_;
-        --outstanding_;
-        if (m.topic.ends_with("/rejected")) {
-          ++rejected_;
-          ++completed_;
-        } else if (seq % 3 == 2) {
-          ++completed_;
-        } else {
-          follow_ups_.push_back(seq + 1);
-        }
-      }
-      cv_.notify_one();
-      if (completed_ == things_.size()) return;
+  void OnAnswer(const mosquitto_message* m) {
+    auto now = Clock::now();
+    auto answer = Json::parse(static_cast<const char*>(m->payload),
+                              static_cast<const char*>(m->payload) + m->payloadlen, nullptr, false);
+    if (!answer.is_object() || !answer.contains("clientToken")) return;
+    size_t seq = std::stoull(answer["clientToken"].get<std::string>());
+    std::string_view topic(m->topic);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (seq >= sent_at_.size()) return;
+    latency_ms_.push_back(std::chrono::duration<double, std::milli>(now - sent_at_[seq]).count());
+    ++answered_;
+    --outstanding_;
+    if (topic.ends_with("/rejected")) {
+      ++rejected_;
+      ++completed_;
+    } else if (seq % 3 == 2) {
+      ++completed_;
+    } else {
+      follow_ups_.push_back(seq + 1);
     }
+    cv_.notify_one();
   }
 
   std::vector<std::string> things_;
   size_t window_;
   double rate_;
-  mqtt::Client requests_;
-  mqtt::Client answers_;
-  std::vector<int> step_;
+  std::string host_;
+  int port_ = 1883;
+  mosquitto* mosq_ = nullptr;
+  int subscribed_ = 0;
   std::vector<Clock::time_point> sent_at_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -230,6 +239,7 @@ class Phase {
 }  // namespace
 
 int main(int argc, char** argv) {
+  mosquitto_lib_init();
   CLI::App app{"Benchmark: the jobs API (start-next, update, update) under load"};
   int64_t devices = 20000;
   int64_t latency_devices = 5000;
@@ -245,6 +255,9 @@ int main(int argc, char** argv) {
   app.add_option("--window", window, "Outstanding requests in the throughput phase")
       ->capture_default_str();
   app.add_option("--fleetwave", binary, "fleetwave binary")->capture_default_str();
+  std::vector<std::string> controller_args;
+  app.add_option("--controller-arg", controller_args,
+                 "Extra flag for `fleetwave controller` (repeatable), e.g. --controller-arg=--max-batch=500");
   app.add_option("--json", json_path, "Where to write the figures")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -300,8 +313,12 @@ int main(int argc, char** argv) {
   pid_t controller = fork();
   if (controller == 0) {
     setenv("FLEETWAVE_DB", conninfo.c_str(), 1);
-    execl(binary.c_str(), binary.c_str(), "controller", "--client-id", "fleetwave-bench",
-          nullptr);
+    std::vector<std::string> args = {binary, "controller", "--client-id", "fleetwave-bench"};
+    args.insert(args.end(), controller_args.begin(), controller_args.end());
+    std::vector<char*> argv_c;
+    for (auto& a : args) argv_c.push_back(a.data());
+    argv_c.push_back(nullptr);
+    execv(binary.c_str(), argv_c.data());
     _exit(127);
   }
 

@@ -42,7 +42,9 @@ struct JobsServiceOptions {
   std::string topic_root = "$aws/things";
   std::string telemetry_root = "fleetwave/things";
   size_t max_batch = 1000;                         // requests per transaction
-  std::chrono::milliseconds batch_window{2};       // gather this long after the first request
+  // After the first request, gather this long. 0: a batch is what arrived while the previous
+  // one committed, which under load is already large (measured: the best latency and throughput).
+  std::chrono::milliseconds batch_window{0};
   std::chrono::milliseconds database_wait{30000};  // then answer InternalError
   size_t max_inflight = 2000;                      // per connection
   // Answers are not state (a device that misses one asks again, and a retried clientToken gets
