@@ -88,8 +88,7 @@ int main(int argc, char** argv) {
   getrusage(RUSAGE_CHILDREN, &before);
   auto start = std::chrono::steady_clock::now();
   int rc = RunFleetwave(binary, conninfo, csv);
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   getrusage(RUSAGE_CHILDREN, &after);
   std::filesystem::remove(csv);
   if (rc != 0) {

@@ -27,8 +27,8 @@
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <mosquitto.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
@@ -138,7 +138,8 @@ class Phase {
   double Percentile(double p) {
     if (latency_ms_.empty()) return 0;
     std::sort(latency_ms_.begin(), latency_ms_.end());
-    return latency_ms_[std::min(latency_ms_.size() - 1, static_cast<size_t>(p * latency_ms_.size()))];
+    return latency_ms_[std::min(latency_ms_.size() - 1,
+                                static_cast<size_t>(p * latency_ms_.size()))];
   }
 
  private:
@@ -256,8 +257,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--fleetwave", binary, "fleetwave binary")->capture_default_str();
   std::vector<std::string> controller_args;
-  app.add_option("--controller-arg", controller_args,
-                 "Extra flag for `fleetwave controller` (repeatable), e.g. --controller-arg=--max-batch=500");
+  app.add_option(
+      "--controller-arg", controller_args,
+      "Extra flag for `fleetwave controller` (repeatable), e.g. --controller-arg=--max-batch=500");
   app.add_option("--json", json_path, "Where to write the figures")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -294,11 +296,14 @@ int main(int argc, char** argv) {
         "('bench','2.0.0','00200200~','https://fw/bench-2.0.0.bin', repeat('a',64), 1000);"
         "insert into fleetwave.cycles default values;"
         "insert into fleetwave.rollouts (id, cycle_id, release_id, job_document) "
-        "select '" + kJob + "', c.id, r.id, '{\"operation\":\"firmware.update\"}' "
+        "select '" +
+        kJob +
+        "', c.id, r.id, '{\"operation\":\"firmware.update\"}' "
         "from fleetwave.cycles c, fleetwave.releases r");
     txn.commit();
   }
-  for (int64_t i = 0; i < spec.devices; ++i) things.push_back(simulator::SimulatedDevice(spec, i).id);
+  for (int64_t i = 0; i < spec.devices; ++i)
+    things.push_back(simulator::SimulatedDevice(spec, i).id);
   {
     db::JobsStore store(conninfo);
     for (size_t i = 0; i < things.size(); i += 5000) {
@@ -338,37 +343,40 @@ int main(int argc, char** argv) {
   double seconds = throughput.Run(std::chrono::seconds(300));
   DbStats after = ReadDbStats(conninfo);
   double rps = throughput.requests() / seconds;
-  figures["throughput"] = {{"devices", devices},
-                           {"requests", throughput.requests()},
-                           {"rejected", throughput.rejected()},
-                           {"seconds", seconds},
-                           {"requests_per_second", rps},
-                           {"p50_ms", throughput.Percentile(0.5)},
-                           {"p99_ms", throughput.Percentile(0.99)},
-                           {"commits_per_second", (after.commits - before.commits) / seconds},
-                           {"rows_per_commit", (after.rows - before.rows) /
-                                                   std::max<double>(1, after.commits - before.commits)}};
-  std::printf("throughput: %zu requests in %.2f s = %.0f requests/s (p50 %.1f ms, p99 %.1f ms), "
-              "%zu rejected\n",
-              throughput.requests(), seconds, rps, throughput.Percentile(0.5),
-              throughput.Percentile(0.99), throughput.rejected());
+  figures["throughput"] = {
+      {"devices", devices},
+      {"requests", throughput.requests()},
+      {"rejected", throughput.rejected()},
+      {"seconds", seconds},
+      {"requests_per_second", rps},
+      {"p50_ms", throughput.Percentile(0.5)},
+      {"p99_ms", throughput.Percentile(0.99)},
+      {"commits_per_second", (after.commits - before.commits) / seconds},
+      {"rows_per_commit",
+       (after.rows - before.rows) / std::max<double>(1, after.commits - before.commits)}};
+  std::printf(
+      "throughput: %zu requests in %.2f s = %.0f requests/s (p50 %.1f ms, p99 %.1f ms), "
+      "%zu rejected\n",
+      throughput.requests(), seconds, rps, throughput.Percentile(0.5), throughput.Percentile(0.99),
+      throughput.rejected());
 
   before = ReadDbStats(conninfo);
   Phase paced(latency_things, broker, window, latency_rate);
   if (!paced.Ready()) return 1;
   double paced_seconds = paced.Run(std::chrono::seconds(300));
   after = ReadDbStats(conninfo);
-  figures["latency"] = {{"devices", latency_devices},
-                        {"rate", latency_rate},
-                        {"requests", paced.requests()},
-                        {"rejected", paced.rejected()},
-                        {"seconds", paced_seconds},
-                        {"requests_per_second", paced.requests() / paced_seconds},
-                        {"p50_ms", paced.Percentile(0.5)},
-                        {"p99_ms", paced.Percentile(0.99)},
-                        {"commits_per_second", (after.commits - before.commits) / paced_seconds},
-                        {"rows_per_commit", (after.rows - before.rows) /
-                                                std::max<double>(1, after.commits - before.commits)}};
+  figures["latency"] = {
+      {"devices", latency_devices},
+      {"rate", latency_rate},
+      {"requests", paced.requests()},
+      {"rejected", paced.rejected()},
+      {"seconds", paced_seconds},
+      {"requests_per_second", paced.requests() / paced_seconds},
+      {"p50_ms", paced.Percentile(0.5)},
+      {"p99_ms", paced.Percentile(0.99)},
+      {"commits_per_second", (after.commits - before.commits) / paced_seconds},
+      {"rows_per_commit",
+       (after.rows - before.rows) / std::max<double>(1, after.commits - before.commits)}};
   std::printf("latency at %.0f requests/s: p50 %.1f ms, p99 %.1f ms (%zu requests, %zu rejected)\n",
               latency_rate, paced.Percentile(0.5), paced.Percentile(0.99), paced.requests(),
               paced.rejected());
@@ -381,8 +389,9 @@ int main(int argc, char** argv) {
   {
     auto conn = db::Connect(conninfo);
     pqxx::read_transaction txn(*conn);
-    succeeded = txn.exec1("select count(*) from fleetwave.job_executions where status = 'SUCCEEDED'")[0]
-                    .as<int64_t>();
+    succeeded =
+        txn.exec1("select count(*) from fleetwave.job_executions where status = 'SUCCEEDED'")[0]
+            .as<int64_t>();
   }
   char date[32];
   std::time_t now = std::time(nullptr);
@@ -393,10 +402,13 @@ int main(int argc, char** argv) {
   figures["controller_peak_rss_mb"] = rss / 1024.0;
   figures["executions_succeeded"] = succeeded;
   bool met = rps >= 5000 && paced.Percentile(0.99) < 50 && succeeded == spec.devices;
-  figures["targets"] = {{"requests_per_second_min", 5000}, {"p99_ms_max_at_1000", 50}, {"met", met}};
+  figures["targets"] = {
+      {"requests_per_second_min", 5000}, {"p99_ms_max_at_1000", 50}, {"met", met}};
   std::printf("controller: %.1f s CPU, peak RSS %.0f MB; %lld of %lld executions SUCCEEDED\n", cpu,
-              rss / 1024.0, static_cast<long long>(succeeded), static_cast<long long>(spec.devices));
-  std::printf("targets (>= 5,000 requests/s; p99 < 50 ms at 1,000/s): %s\n", met ? "met" : "NOT met");
+              rss / 1024.0, static_cast<long long>(succeeded),
+              static_cast<long long>(spec.devices));
+  std::printf("targets (>= 5,000 requests/s; p99 < 50 ms at 1,000/s): %s\n",
+              met ? "met" : "NOT met");
   std::filesystem::create_directories(std::filesystem::path(json_path).parent_path());
   std::ofstream(json_path) << figures.dump(2) << "\n";
   std::printf("wrote %s\n", json_path.c_str());

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
+#include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "controller/jobs_service.h"
 #include "db/connection.h"
@@ -82,7 +82,7 @@ void AddMigrate(CLI::App& app, Globals& g) {
       "Migrations are built into the binary and forward-only; concurrent runs are safe.\n"
       "Example:\n  fleetwave migrate\n  fleetwave migrate --status");
   auto status = std::make_shared<bool>(false);
-    cmd->add_flag("--status", *status, "List the migrations and whether each is applied");
+  cmd->add_flag("--status", *status, "List the migrations and whether each is applied");
   cmd->callback([&g, status] {
     auto conn = OpenDatabase(g);
     db::Migrator migrator(*conn);
@@ -109,8 +109,9 @@ void AddDevice(CLI::App& parent, Globals& g) {
 
   {
     auto* cmd = device->add_subcommand("add", "Register one device");
-    cmd->footer("Example:\n  fleetwave device add robot-0001 --model arm-v2 --firmware 1.4.2 "
-                "--ring canary --attr site=lyon");
+    cmd->footer(
+        "Example:\n  fleetwave device add robot-0001 --model arm-v2 --firmware 1.4.2 "
+        "--ring canary --attr site=lyon");
     auto d = std::make_shared<fleet::Device>();
     auto attrs = std::make_shared<std::vector<std::string>>();
     cmd->add_option("id", d->id, "Device id (thing name): 1-128 of A-Z a-z 0-9 _ . : -")
@@ -167,13 +168,14 @@ void AddDevice(CLI::App& parent, Globals& g) {
       });
       if (tty) std::fputc('\n', stderr);
       if (!report.ok()) {
-        std::string message = "import refused, nothing was imported: " +
-                              std::to_string(report.bad_rows) + " bad row(s)";
+        std::string message =
+            "import refused, nothing was imported: " + std::to_string(report.bad_rows) +
+            " bad row(s)";
         for (const auto& p : report.problems)
           message += "\n  line " + std::to_string(p.line) + ": " + p.reason;
         if (report.bad_rows > static_cast<int64_t>(report.problems.size()))
-          message += "\n  ... and " +
-                     std::to_string(report.bad_rows - report.problems.size()) + " more";
+          message +=
+              "\n  ... and " + std::to_string(report.bad_rows - report.problems.size()) + " more";
         throw db::Error(message);
       }
       double s = seconds();
@@ -197,7 +199,8 @@ void AddDevice(CLI::App& parent, Globals& g) {
       }
       auto conn = OpenDatabase(g);
       bool first = true;
-      if (*json) std::fputs("[", stdout);
+      if (*json)
+        std::fputs("[", stdout);
       else
         std::printf("%-32s %-16s %-14s %-10s %-20s %s\n", "ID", "MODEL", "FIRMWARE", "RING",
                     "LAST_SEEN", "QUARANTINED");
@@ -292,7 +295,8 @@ void AddRelease(CLI::App& parent, Globals& g) {
       std::printf("%-16s %-14s %-8s %-12s %s\n", "MODEL", "VERSION", "STATE", "SIZE", "URL");
       for (const auto& r : releases) {
         std::printf("%-16s %-14s %-8s %-12lld %s\n", r.release.model.c_str(),
-                    r.release.version.c_str(), std::string(fleet::ToString(r.release.state)).c_str(),
+                    r.release.version.c_str(),
+                    std::string(fleet::ToString(r.release.state)).c_str(),
                     static_cast<long long>(r.release.size), r.release.url.c_str());
       }
     });
@@ -300,7 +304,8 @@ void AddRelease(CLI::App& parent, Globals& g) {
 
   for (auto [name, state, what] :
        {std::tuple{"halt", fleet::ReleaseState::kHalted, "Stop rolling a release out"},
-        std::tuple{"resume", fleet::ReleaseState::kActive, "Let a halted release roll out again"}}) {
+        std::tuple{"resume", fleet::ReleaseState::kActive,
+                   "Let a halted release roll out again"}}) {
     auto* cmd = release->add_subcommand(name, what);
     cmd->footer(std::string("Example:\n  fleetwave release ") + name +
                 " --model arm-v2 --version 1.5.0");
@@ -338,8 +343,7 @@ void AddController(CLI::App& app, Globals& g) {
   cmd->add_option("--max-batch", o->max_batch, "Requests per database transaction")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
-  cmd->add_option("--answer-qos", o->answer_qos,
-                  "QoS of answers (notices always use QoS 1)")
+  cmd->add_option("--answer-qos", o->answer_qos, "QoS of answers (notices always use QoS 1)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1));
   auto window_ms = std::make_shared<int>(static_cast<int>(o->batch_window.count()));
@@ -397,8 +401,7 @@ int RunCli(int argc, char** argv) {
   app.set_version_flag("--version", "fleetwave 0.1.0");
   app.require_subcommand(1);
   Globals g;
-  app.add_option("--db", g.db, "PostgreSQL connection string or URI")
-      ->envname("FLEETWAVE_DB");
+  app.add_option("--db", g.db, "PostgreSQL connection string or URI")->envname("FLEETWAVE_DB");
   app.add_option("--mqtt", g.mqtt, "MQTT broker URI")
       ->envname("FLEETWAVE_MQTT")
       ->capture_default_str();

@@ -213,8 +213,8 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
   while (!committed) {
     try {
       std::lock_guard<std::mutex> lock(queue_mu_);
-      result = store_.RunBatch(
-          batch, [&](db::JobsSnapshot& s) { return Decide(requests, telemetry, s); });
+      result = store_.RunBatch(batch,
+                               [&](db::JobsSnapshot& s) { return Decide(requests, telemetry, s); });
       committed = written = true;
       break;
     } catch (const db::Unavailable& e) {
@@ -251,8 +251,8 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
       fleet::Rejection internal{fleet::JobsError::kInternalError,
                                 "the controller cannot reach its database; retry later",
                                 std::nullopt};
-      p.answer = mqtt::EncodeRejection(p.message, p.message.rejection ? *p.message.rejection
-                                                                       : internal, now);
+      p.answer = mqtt::EncodeRejection(p.message,
+                                       p.message.rejection ? *p.message.rejection : internal, now);
     }
     bool ok = p.answer.topic.ends_with("/accepted");
     (ok ? accepted : rejected)++;
@@ -351,10 +351,10 @@ db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
     }
     const std::string& thing = m.topic.thing;
     if (!snapshot.known_things.count(thing)) {
-      p.answer = mqtt::EncodeRejection(
-          m, {fleet::JobsError::kResourceNotFound, "thing " + thing + " is not registered",
-              std::nullopt},
-          now);
+      p.answer = mqtt::EncodeRejection(m,
+                                       {fleet::JobsError::kResourceNotFound,
+                                        "thing " + thing + " is not registered", std::nullopt},
+                                       now);
       continue;
     }
     fleet::ThingJobs& jobs = jobs_of(thing);
@@ -379,11 +379,10 @@ db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
             before != fleet::JobStatus::kSucceeded &&
             outcome.execution->status == fleet::JobStatus::kSucceeded) {
           auto reported = outcome.execution->status_details.find("firmware");
-          writes.installed.push_back(
-              {thing, m.topic.job_id,
-               reported == outcome.execution->status_details.end()
-                   ? std::nullopt
-                   : std::optional<std::string>(reported->second)});
+          writes.installed.push_back({thing, m.topic.job_id,
+                                      reported == outcome.execution->status_details.end()
+                                          ? std::nullopt
+                                          : std::optional<std::string>(reported->second)});
         }
         break;
       }
@@ -396,7 +395,8 @@ db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
 
   for (auto& [thing, jobs] : things) {
     if (jobs.NextChanged())
-      writes.notices.push_back({topics_.NotifyNext(thing), mqtt::EncodeNotifyNext(jobs.Next(), now)});
+      writes.notices.push_back(
+          {topics_.NotifyNext(thing), mqtt::EncodeNotifyNext(jobs.Next(), now)});
     if (jobs.PendingChanged())
       writes.notices.push_back({topics_.Notify(thing), mqtt::EncodeNotify(jobs, now)});
     for (const fleet::Execution& e : jobs.executions())

@@ -41,7 +41,7 @@ struct JobsServiceOptions {
   std::string client_id = "fleetwave-controller";
   std::string topic_root = "$aws/things";
   std::string telemetry_root = "fleetwave/things";
-  size_t max_batch = 1000;                         // requests per transaction
+  size_t max_batch = 1000;  // requests per transaction
   // After the first request, gather this long. 0: a batch is what arrived while the previous
   // one committed, which under load is already large (measured: the best latency and throughput).
   std::chrono::milliseconds batch_window{0};
@@ -98,8 +98,8 @@ class JobsService {
   // Waits until the broker acknowledged every publish so far; false if any failed.
   bool ConfirmPublished(const std::vector<int64_t>& ids);
   void ProcessBatch(std::vector<mqtt::Message>& messages);
-  db::JobsWrites Decide(std::vector<Pending>& requests, const std::vector<mqtt::Telemetry>& telemetry,
-                        db::JobsSnapshot& snapshot);
+  db::JobsWrites Decide(std::vector<Pending>& requests,
+                        const std::vector<mqtt::Telemetry>& telemetry, db::JobsSnapshot& snapshot);
 
   JobsServiceOptions options_;
   mqtt::JobsTopics topics_;

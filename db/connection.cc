@@ -22,8 +22,8 @@ std::string DescribeTarget(const std::string& conninfo) {
     if (key == "user") user = value;
   }
   PQconninfoFree(options);
-  std::string target = (host.empty() ? std::string("the local socket") : host) +
-                       (port.empty() ? "" : ":" + port);
+  std::string target =
+      (host.empty() ? std::string("the local socket") : host) + (port.empty() ? "" : ":" + port);
   if (!dbname.empty()) target += "/" + dbname;
   if (!user.empty()) target += " as " + user;
   return target;

@@ -34,14 +34,14 @@ struct NewExecution {
 };
 
 struct JobsBatch {
-  std::set<std::string> things;                            // load their pending executions
-  std::set<std::pair<std::string, std::string>> named;     // (job id, thing) to load as well
-  std::vector<NewExecution> queue;                         // insert first (QUEUED)
+  std::set<std::string> things;                         // load their pending executions
+  std::set<std::pair<std::string, std::string>> named;  // (job id, thing) to load as well
+  std::vector<NewExecution> queue;                      // insert first (QUEUED)
   std::vector<int64_t> mark_sent;  // outbox notices the broker acknowledged since the last batch
 };
 
 struct JobsSnapshot {
-  int64_t now = 0;                  // the database clock, epoch seconds
+  int64_t now = 0;  // the database clock, epoch seconds
   std::set<std::string> known_things;
   std::map<std::string, std::vector<fleet::Execution>> executions;  // by thing
 };
@@ -72,7 +72,7 @@ struct JobsWrites {
 };
 
 struct BatchResult {
-  int attempts = 0;             // 1 unless a conflict or in-doubt commit forced a re-read
+  int attempts = 0;  // 1 unless a conflict or in-doubt commit forced a re-read
   int64_t rows_written = 0;
   int64_t telemetry_dropped = 0;  // reports from unregistered things
   // The notices the batch wrote to the outbox, with their ids: the caller publishes them at once

@@ -19,10 +19,10 @@ struct Applied {
 std::map<int, Applied> ReadApplied(pqxx::transaction_base& txn) {
   std::map<int, Applied> applied;
   if (txn.exec1("select to_regclass('fleetwave.schema_migrations') is not null")[0].as<bool>()) {
-    for (const auto& row : txn.exec(
-             "select version, name, checksum, "
-             "to_char(applied_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
-             "from fleetwave.schema_migrations order by version")) {
+    for (const auto& row :
+         txn.exec("select version, name, checksum, "
+                  "to_char(applied_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+                  "from fleetwave.schema_migrations order by version")) {
       applied[row[0].as<int>()] = {row[1].as<std::string>(), row[2].as<std::string>(),
                                    row[3].as<std::string>()};
     }

@@ -13,8 +13,8 @@
 namespace db {
 
 struct Migration {
-  int version;           // NNNN of NNNN_name.sql
-  std::string name;      // the file name
+  int version;       // NNNN of NNNN_name.sql
+  std::string name;  // the file name
   std::string sql;
   std::string checksum;  // SHA-256 of the file, hex
 };

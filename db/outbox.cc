@@ -30,10 +30,10 @@ std::vector<OutboxEntry> Outbox::Unsent(int64_t limit, int64_t min_age_seconds) 
   return Guarded([&](pqxx::connection& conn) {
     pqxx::read_transaction txn(conn);
     std::vector<OutboxEntry> entries;
-    for (const auto& row : txn.exec_params(
-             "select id, topic, payload from fleetwave.outbox where sent_at is null "
-             "and created_at <= now() - make_interval(secs => $2) order by id limit $1",
-             limit, min_age_seconds))
+    for (const auto& row :
+         txn.exec_params("select id, topic, payload from fleetwave.outbox where sent_at is null "
+                         "and created_at <= now() - make_interval(secs => $2) order by id limit $1",
+                         limit, min_age_seconds))
       entries.push_back({row[0].as<int64_t>(), row[1].as<std::string>(), row[2].as<std::string>()});
     return entries;
   });

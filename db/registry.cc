@@ -98,9 +98,9 @@ ImportReport Registry::ImportDevices(std::istream& csv,
       "create temp table device_import (line bigint, id text, model text, firmware text, "
       "firmware_key text collate \"C\", ring text) on commit drop");
   {
-    pqxx::stream_to staging(txn, "device_import",
-                            std::vector<std::string>{"line", "id", "model", "firmware",
-                                                     "firmware_key", "ring"});
+    pqxx::stream_to staging(
+        txn, "device_import",
+        std::vector<std::string>{"line", "id", "model", "firmware", "firmware_key", "ring"});
     for (int64_t number = 2; std::getline(csv, line); ++number) {
       if (line.empty() || line == "\r") continue;
       ++report.rows;
@@ -122,13 +122,14 @@ ImportReport Registry::ImportDevices(std::istream& csv,
   if (report.bad_rows > 0) return report;  // txn rolls back
 
   // Duplicates within the file (every occurrence after the first) and ids already registered.
-  for (const auto& row : txn.exec(
-           "select s.line, s.id, s.first_line, d.id is not null, count(*) over () "
-           "from (select line, id, min(line) over (partition by id) as first_line "
-           "      from device_import) s "
-           "left join fleetwave.devices d on d.id = s.id "
-           "where s.line <> s.first_line or d.id is not null "
-           "order by s.line limit " + std::to_string(kMaxImportProblems))) {
+  for (const auto& row :
+       txn.exec("select s.line, s.id, s.first_line, d.id is not null, count(*) over () "
+                "from (select line, id, min(line) over (partition by id) as first_line "
+                "      from device_import) s "
+                "left join fleetwave.devices d on d.id = s.id "
+                "where s.line <> s.first_line or d.id is not null "
+                "order by s.line limit " +
+                std::to_string(kMaxImportProblems))) {
     report.bad_rows = row[4].as<int64_t>();
     std::string id = row[1].as<std::string>();
     report.problems.push_back(
@@ -144,8 +145,9 @@ ImportReport Registry::ImportDevices(std::istream& csv,
         "select id, model, firmware, firmware_key, ring from device_import");
     txn.commit();
   } catch (const pqxx::unique_violation&) {
-    throw Conflict("another client registered some of these devices during the import; "
-                   "nothing was imported: run the import again");
+    throw Conflict(
+        "another client registered some of these devices during the import; "
+        "nothing was imported: run the import again");
   }
   report.imported = report.rows;
   return report;

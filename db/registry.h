@@ -37,9 +37,9 @@ struct ImportProblem {
 };
 
 struct ImportReport {
-  int64_t rows = 0;      // data rows read
-  int64_t imported = 0;  // rows written: `rows` on success, 0 otherwise
-  int64_t bad_rows = 0;  // rows with a problem (at least problems.size())
+  int64_t rows = 0;                     // data rows read
+  int64_t imported = 0;                 // rows written: `rows` on success, 0 otherwise
+  int64_t bad_rows = 0;                 // rows with a problem (at least problems.size())
   std::vector<ImportProblem> problems;  // the first kMaxImportProblems, in line order
   bool ok() const { return bad_rows == 0; }
 };

@@ -5,9 +5,9 @@ namespace fleet {
 std::optional<std::vector<std::string>> SplitCsvLine(std::string_view line, std::string* error) {
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   std::vector<std::string> fields(1);
-  bool quoted = false;        // inside a quoted field
-  bool after_quote = false;   // a quoted field just closed: only ',' may follow
-  bool field_started = false; // the current field has content, so '"' is no longer an opener
+  bool quoted = false;         // inside a quoted field
+  bool after_quote = false;    // a quoted field just closed: only ',' may follow
+  bool field_started = false;  // the current field has content, so '"' is no longer an opener
   for (size_t i = 0; i < line.size(); ++i) {
     char c = line[i];
     if (quoted) {
@@ -24,8 +24,8 @@ std::optional<std::vector<std::string>> SplitCsvLine(std::string_view line, std:
       fields.emplace_back();
       after_quote = field_started = false;
     } else if (after_quote) {
-      *error = "unexpected character after a closing quote in field " +
-               std::to_string(fields.size());
+      *error =
+          "unexpected character after a closing quote in field " + std::to_string(fields.size());
       return std::nullopt;
     } else if (c == '"' && !field_started) {
       quoted = field_started = true;
@@ -66,8 +66,9 @@ std::optional<DeviceCsv> DeviceCsv::FromHeader(std::string_view header, std::str
     *slot = static_cast<int>(i);
   }
   if (csv.id_ < 0 || csv.model_ < 0 || csv.firmware_ < 0) {
-    *error = "header must name the columns id, model and firmware (and optionally ring), e.g. "
-             "\"id,model,firmware,ring\"";
+    *error =
+        "header must name the columns id, model and firmware (and optionally ring), e.g. "
+        "\"id,model,firmware,ring\"";
     return std::nullopt;
   }
   return csv;

@@ -5,12 +5,12 @@
 namespace fleet {
 namespace {
 
-constexpr std::string_view kStatusNames[] = {"QUEUED",    "IN_PROGRESS", "SUCCEEDED", "FAILED",
-                                             "REJECTED",  "TIMED_OUT",   "CANCELED",  "REMOVED"};
+constexpr std::string_view kStatusNames[] = {"QUEUED",   "IN_PROGRESS", "SUCCEEDED", "FAILED",
+                                             "REJECTED", "TIMED_OUT",   "CANCELED",  "REMOVED"};
 constexpr std::string_view kErrorNames[] = {
-    "InvalidTopic",      "InvalidJson",     "InvalidRequest",
+    "InvalidTopic",           "InvalidJson",      "InvalidRequest",
     "InvalidStateTransition", "ResourceNotFound", "VersionMismatch",
-    "InternalError",     "RequestThrottled", "TerminalStateReached"};
+    "InternalError",          "RequestThrottled", "TerminalStateReached"};
 
 // Oldest first, as devices see their pending list; ties by job id so the order is total.
 bool Older(const Execution& a, const Execution& b) {
@@ -43,8 +43,8 @@ bool IsTerminal(JobStatus status) {
 }
 
 bool DeviceMaySet(JobStatus to) {
-  return to == JobStatus::kInProgress || to == JobStatus::kSucceeded ||
-         to == JobStatus::kFailed || to == JobStatus::kRejected;
+  return to == JobStatus::kInProgress || to == JobStatus::kSucceeded || to == JobStatus::kFailed ||
+         to == JobStatus::kRejected;
 }
 
 bool DeviceMayTransition(JobStatus from, JobStatus to) {
@@ -144,8 +144,7 @@ Outcome ThingJobs::GetPending() const {
   return o;
 }
 
-void ThingJobs::ApplyStepTimeout(Execution& e, const std::optional<int64_t>& minutes,
-                                 int64_t now) {
+void ThingJobs::ApplyStepTimeout(Execution& e, const std::optional<int64_t>& minutes, int64_t now) {
   if (!minutes) return;
   e.step_timeout_at = *minutes == -1 ? std::nullopt : std::optional<int64_t>(now + *minutes * 60);
 }
@@ -174,12 +173,12 @@ Outcome ThingJobs::Describe(const std::string& job_id, const DescribeRequest& re
   const Execution* e = job_id == "$next" ? Next() : Find(job_id);
   if (job_id == "$next" && !e) return o;  // nothing pending: accepted without an execution
   if (!e || (request.execution_number && *request.execution_number != e->execution_number)) {
-    return Rejected(Reject(JobsError::kResourceNotFound,
-                           "no execution of job " + job_id + " for thing " + thing_ +
-                               (request.execution_number
-                                    ? " with executionNumber " +
-                                          std::to_string(*request.execution_number)
-                                    : "")));
+    return Rejected(
+        Reject(JobsError::kResourceNotFound,
+               "no execution of job " + job_id + " for thing " + thing_ +
+                   (request.execution_number
+                        ? " with executionNumber " + std::to_string(*request.execution_number)
+                        : "")));
   }
   o.execution = *e;
   return o;
@@ -192,12 +191,12 @@ Outcome ThingJobs::Update(const std::string& job_id, const UpdateRequest& reques
                            "jobId $next is only valid with get; update a job by its id"));
   Execution* e = Find(job_id);
   if (!e || (request.execution_number && *request.execution_number != e->execution_number)) {
-    return Rejected(Reject(JobsError::kResourceNotFound,
-                           "no execution of job " + job_id + " for thing " + thing_ +
-                               (request.execution_number
-                                    ? " with executionNumber " +
-                                          std::to_string(*request.execution_number)
-                                    : "")));
+    return Rejected(
+        Reject(JobsError::kResourceNotFound,
+               "no execution of job " + job_id + " for thing " + thing_ +
+                   (request.execution_number
+                        ? " with executionNumber " + std::to_string(*request.execution_number)
+                        : "")));
   }
   Outcome o;
   if (client_token && e->last_client_token == client_token && e->last_answer) {
@@ -207,7 +206,8 @@ Outcome ThingJobs::Update(const std::string& job_id, const UpdateRequest& reques
   if (!DeviceMaySet(request.status)) {
     return Rejected(Reject(JobsError::kInvalidRequest,
                            "a device may set status IN_PROGRESS, SUCCEEDED, FAILED or REJECTED, "
-                           "not " + std::string(ToString(request.status))));
+                           "not " +
+                               std::string(ToString(request.status))));
   }
   o.include_job_execution_state = request.include_job_execution_state;
   o.include_job_document = request.include_job_document;
@@ -222,8 +222,7 @@ Outcome ThingJobs::Update(const std::string& job_id, const UpdateRequest& reques
   if (request.expected_version && *request.expected_version != e->version_number) {
     return Rejected(Reject(JobsError::kVersionMismatch,
                            "expectedVersion " + std::to_string(*request.expected_version) +
-                               " does not match versionNumber " +
-                               std::to_string(e->version_number),
+                               " does not match versionNumber " + std::to_string(e->version_number),
                            *e));
   }
   if (!DeviceMayTransition(e->status, request.status)) {

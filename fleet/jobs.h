@@ -15,8 +15,16 @@
 
 namespace fleet {
 
-enum class JobStatus { kQueued, kInProgress, kSucceeded, kFailed, kRejected, kTimedOut, kCanceled,
-                       kRemoved };
+enum class JobStatus {
+  kQueued,
+  kInProgress,
+  kSucceeded,
+  kFailed,
+  kRejected,
+  kTimedOut,
+  kCanceled,
+  kRemoved
+};
 std::string_view ToString(JobStatus status);
 std::optional<JobStatus> ParseJobStatus(std::string_view text);
 bool IsTerminal(JobStatus status);  // every status but QUEUED and IN_PROGRESS
@@ -25,9 +33,17 @@ bool IsTerminal(JobStatus status);  // every status but QUEUED and IN_PROGRESS
 bool DeviceMayTransition(JobStatus from, JobStatus to);
 bool DeviceMaySet(JobStatus to);
 
-enum class JobsError { kInvalidTopic, kInvalidJson, kInvalidRequest, kInvalidStateTransition,
-                       kResourceNotFound, kVersionMismatch, kInternalError, kRequestThrottled,
-                       kTerminalStateReached };
+enum class JobsError {
+  kInvalidTopic,
+  kInvalidJson,
+  kInvalidRequest,
+  kInvalidStateTransition,
+  kResourceNotFound,
+  kVersionMismatch,
+  kInternalError,
+  kRequestThrottled,
+  kTerminalStateReached
+};
 std::string_view ToString(JobsError code);
 
 using StatusDetails = std::map<std::string, std::string>;
@@ -53,8 +69,8 @@ struct Execution {
   std::optional<int64_t> started_at;
   int64_t last_updated_at = 0;
   std::optional<int64_t> step_timeout_at;
-  std::string job_document;        // JSON object text
-  std::string release_version;     // the firmware a SUCCEEDED execution installs
+  std::string job_document;     // JSON object text
+  std::string release_version;  // the firmware a SUCCEEDED execution installs
   std::optional<std::string> last_client_token;
   std::optional<std::string> last_answer;  // the accepted answer to last_client_token
   // Set by ThingJobs when changed; the store writes it guarded by the version it read.

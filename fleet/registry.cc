@@ -32,8 +32,8 @@ std::string Quote(std::string_view value) {
   return out + "\"";
 }
 
-std::optional<std::string> CheckName(std::string_view field, std::string_view value,
-                                     size_t max_len, bool allow_colon) {
+std::optional<std::string> CheckName(std::string_view field, std::string_view value, size_t max_len,
+                                     bool allow_colon) {
   bool ok = !value.empty() && value.size() <= max_len;
   for (char c : value) ok = ok && IsNameChar(c, allow_colon);
   if (ok) return std::nullopt;

@@ -114,8 +114,9 @@ std::optional<Version> Version::Parse(std::string_view text, std::string* error)
   }
   std::vector<std::string_view> core = Split(rest, '.');
   if (core.size() != 3) {
-    Fail(error, text, core.size() < 3 ? "needs three numbers MAJOR.MINOR.PATCH"
-                                      : "has more than three numbers before the pre-release");
+    Fail(error, text,
+         core.size() < 3 ? "needs three numbers MAJOR.MINOR.PATCH"
+                         : "has more than three numbers before the pre-release");
     return std::nullopt;
   }
   if (!ParseNumber(core[0], "MAJOR", text, &v.major_, error) ||

@@ -315,11 +315,10 @@ void DisableNagleTowards(int port) {
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
     if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) continue;
-    int peer_port = peer.ss_family == AF_INET
-                        ? ntohs(reinterpret_cast<sockaddr_in*>(&peer)->sin_port)
-                    : peer.ss_family == AF_INET6
-                        ? ntohs(reinterpret_cast<sockaddr_in6*>(&peer)->sin6_port)
-                        : -1;
+    int peer_port =
+        peer.ss_family == AF_INET    ? ntohs(reinterpret_cast<sockaddr_in*>(&peer)->sin_port)
+        : peer.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&peer)->sin6_port)
+                                     : -1;
     if (peer_port != port) continue;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -329,7 +328,8 @@ void DisableNagleTowards(int port) {
 
 int PortOf(const std::string& uri) {
   size_t colon = uri.rfind(':');
-  if (colon == std::string::npos || uri.find("://") == colon) return uri.starts_with("ssl") ? 8883 : 1883;
+  if (colon == std::string::npos || uri.find("://") == colon)
+    return uri.starts_with("ssl") ? 8883 : 1883;
   return std::atoi(uri.c_str() + colon + 1);
 }
 

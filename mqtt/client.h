@@ -44,8 +44,8 @@ struct ClientOptions {
   bool clean_session = true;
   std::vector<std::string> subscriptions;  // topic filters, subscribed on every (re)connect
   int subscription_qos = 1;
-  size_t max_inflight = 1000;   // QoS 1 publishes awaiting PUBACK
-  size_t max_inbound = 50000;   // received messages waiting for Receive()
+  size_t max_inflight = 1000;  // QoS 1 publishes awaiting PUBACK
+  size_t max_inbound = 50000;  // received messages waiting for Receive()
   int keep_alive_seconds = 20;
   std::chrono::milliseconds connect_timeout{5000};
 };

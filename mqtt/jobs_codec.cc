@@ -130,7 +130,8 @@ Json ExecutionJson(const fleet::Execution& e, bool include_document, int64_t now
             {"versionNumber", e.version_number},
             {"executionNumber", e.execution_number}};
   if (e.started_at) j["startedAt"] = *e.started_at;
-  if (e.step_timeout_at) j["approximateSecondsBeforeTimedOut"] = std::max<int64_t>(0, *e.step_timeout_at - now);
+  if (e.step_timeout_at)
+    j["approximateSecondsBeforeTimedOut"] = std::max<int64_t>(0, *e.step_timeout_at - now);
   if (include_document) j["jobDocument"] = ParseDocument(e.job_document);
   return j;
 }
@@ -159,17 +160,19 @@ JobsRequestMessage ParseJobsRequest(const RequestTopic& topic, std::string topic
     return m;
   }
   // An empty payload is read as {} (some clients send nothing to jobs/get).
-  Json body = payload.empty() ? Json::object()
-                              : Json::parse(payload, nullptr, /*allow_exceptions=*/false);
+  Json body =
+      payload.empty() ? Json::object() : Json::parse(payload, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) {
-    m.rejection = fleet::Rejection{JobsError::kInvalidJson, "the payload is not valid JSON",
-                                   std::nullopt};
+    m.rejection =
+        fleet::Rejection{JobsError::kInvalidJson, "the payload is not valid JSON", std::nullopt};
     return m;
   }
   try {
-    if (!body.is_object()) throw Invalid{JobsError::kInvalidRequest, "the payload must be a JSON object"};
+    if (!body.is_object())
+      throw Invalid{JobsError::kInvalidRequest, "the payload must be a JSON object"};
     if (auto it = body.find("clientToken"); it != body.end() && !it->is_null()) {
-      if (!it->is_string()) throw Invalid{JobsError::kInvalidRequest, "clientToken must be a string"};
+      if (!it->is_string())
+        throw Invalid{JobsError::kInvalidRequest, "clientToken must be a string"};
       const std::string& token = it->get_ref<const std::string&>();
       if (auto e = fleet::CheckClientToken(token)) throw Invalid{JobsError::kInvalidRequest, *e};
       m.client_token = token;
@@ -181,8 +184,7 @@ JobsRequestMessage ParseJobsRequest(const RequestTopic& topic, std::string topic
   return m;
 }
 
-Answer EncodeAnswer(const JobsRequestMessage& request, const fleet::Outcome& outcome,
-                    int64_t now) {
+Answer EncodeAnswer(const JobsRequestMessage& request, const fleet::Outcome& outcome, int64_t now) {
   if (outcome.rejection) return EncodeRejection(request, *outcome.rejection, now);
   Answer answer{JobsTopics::Accepted(request.topic_name), {}};
   if (outcome.replay) {

@@ -23,8 +23,8 @@ using RequestBody = std::variant<GetPendingBody, fleet::StartNextRequest, fleet:
 
 struct JobsRequestMessage {
   RequestTopic topic;
-  std::string topic_name;                   // the request topic, answered on /accepted|/rejected
-  std::optional<std::string> client_token;  // echoed in the answer when it could be read
+  std::string topic_name;                     // the request topic, answered on /accepted|/rejected
+  std::optional<std::string> client_token;    // echoed in the answer when it could be read
   std::optional<fleet::Rejection> rejection;  // malformed: answer this and touch nothing
   RequestBody body;
 };
@@ -38,8 +38,7 @@ struct Answer {
   std::string topic;
   std::string payload;
 };
-Answer EncodeAnswer(const JobsRequestMessage& request, const fleet::Outcome& outcome,
-                    int64_t now);
+Answer EncodeAnswer(const JobsRequestMessage& request, const fleet::Outcome& outcome, int64_t now);
 Answer EncodeRejection(const JobsRequestMessage& request, const fleet::Rejection& rejection,
                        int64_t now);
 

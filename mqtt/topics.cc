@@ -45,7 +45,8 @@ std::optional<RequestTopic> JobsTopics::ParseRequest(std::string_view topic) con
   std::string_view job = jobs.substr(0, job_end);
   std::string_view verb = jobs.substr(job_end + 1);
   if (!IsLevel(job)) return std::nullopt;
-  if (verb == "get") return RequestTopic{JobsRequest::kDescribe, std::string(thing), std::string(job)};
+  if (verb == "get")
+    return RequestTopic{JobsRequest::kDescribe, std::string(thing), std::string(job)};
   if (verb == "update")
     return RequestTopic{JobsRequest::kUpdate, std::string(thing), std::string(job)};
   return std::nullopt;

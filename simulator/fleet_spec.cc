@@ -22,7 +22,8 @@ fleet::Device SimulatedDevice(const FleetSpec& spec, int64_t index) {
   std::snprintf(number, sizeof number, "%07lld", static_cast<long long>(index));
   device.id = spec.id_prefix + "-" + device.model + "-" + number;
   device.firmware = spec.firmware;
-  bool canary = Mix(static_cast<uint64_t>(index)) % 1000 < static_cast<uint64_t>(spec.canary_per_mille);
+  bool canary =
+      Mix(static_cast<uint64_t>(index)) % 1000 < static_cast<uint64_t>(spec.canary_per_mille);
   device.ring = canary ? std::string(fleet::kCanaryRing) : std::string(fleet::kDefaultRing);
   return device;
 }

@@ -53,10 +53,15 @@ TEST_F(CliTest, NoCommandIsAUsageError) {
 }
 
 TEST_F(CliTest, EveryCommandHasHelpWithAnExample) {
-  for (std::vector<std::string> cmd :
-       {std::vector<std::string>{"migrate"}, {"device", "add"}, {"device", "import"},
-        {"device", "list"}, {"device", "show"}, {"release", "add"}, {"release", "list"},
-        {"release", "halt"}, {"release", "resume"}}) {
+  for (std::vector<std::string> cmd : {std::vector<std::string>{"migrate"},
+                                       {"device", "add"},
+                                       {"device", "import"},
+                                       {"device", "list"},
+                                       {"device", "show"},
+                                       {"release", "add"},
+                                       {"release", "list"},
+                                       {"release", "halt"},
+                                       {"release", "resume"}}) {
     cmd.push_back("--help");
     ProcessResult r = Run(cmd);
     EXPECT_EQ(r.exit_code, 0) << cmd[0];
@@ -84,7 +89,8 @@ TEST_F(CliTest, MigrateIsIdempotentAndShowsStatus) {
 
 TEST_F(CliTest, MigrateOnAFreshDatabaseAppliesEverything) {
   TestDatabase fresh(/*migrate=*/false);
-  ProcessResult r = RunProcess({FleetwaveBinary(), "migrate"}, {{"FLEETWAVE_DB", fresh.conninfo()}});
+  ProcessResult r =
+      RunProcess({FleetwaveBinary(), "migrate"}, {{"FLEETWAVE_DB", fresh.conninfo()}});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("applied 0001_init.sql"));
   r = RunProcess({FleetwaveBinary(), "migrate", "--status"}, {{"FLEETWAVE_DB", fresh.conninfo()}});
@@ -208,8 +214,8 @@ TEST_F(CliTest, ReleaseAddListHaltResume) {
 
 TEST_F(CliTest, ReleaseAddRefusesEachBadValue) {
   auto add = [&](std::string version, std::string url, std::string sha, std::string size) {
-    return std::vector<std::string>{"release", "add", "--model", "arm", "--version", version,
-                                    "--url", url, "--sha256", sha, "--size", size};
+    return std::vector<std::string>{"release", "add", "--model",  "arm", "--version", version,
+                                    "--url",   url,   "--sha256", sha,   "--size",    size};
   };
   Usage(add("1.0", "https://fw/x", sha_, "1"), {"version \"1.0\"", "semantic version"});
   Usage(add("1.0.0", "ftp://fw/x", sha_, "1"), {"url \"ftp://fw/x\"", "http:// or https://"});

@@ -37,7 +37,9 @@ class JobsServiceTest : public ::testing::Test {
         "('arm','2.0.0','00200200~','https://fw/arm-2.0.0.bin', repeat('a',64), 1000);"
         "insert into fleetwave.cycles default values;"
         "insert into fleetwave.rollouts (id, cycle_id, release_id, job_document) "
-        "select '" + kJob + "', c.id, r.id, jsonb_build_object('operation', 'firmware.update', "
+        "select '" +
+        kJob +
+        "', c.id, r.id, jsonb_build_object('operation', 'firmware.update', "
         "  'release', jsonb_build_object('model', 'arm', 'version', '2.0.0')) "
         "from fleetwave.cycles c, fleetwave.releases r");
     StartService();
@@ -65,8 +67,8 @@ class JobsServiceTest : public ::testing::Test {
     return r;
   }
   int64_t DbVersion(const std::string& thing) {
-    return Sql("select version_number from fleetwave.job_executions where thing_name = '" +
-               thing + "'")[0][0]
+    return Sql("select version_number from fleetwave.job_executions where thing_name = '" + thing +
+               "'")[0][0]
         .as<int64_t>();
   }
   void Queue(const std::string& thing) { service_->Queue({{kJob, thing, 1, std::nullopt}}); }
@@ -100,8 +102,8 @@ TEST_F(JobsServiceTest, TheSdkSampleFlowEndToEnd) {
   ASSERT_TRUE(notify);
   EXPECT_EQ((*notify)["jobs"]["QUEUED"][0]["jobId"], kJob);
 
-  Json started = device.Accepted("jobs/start-next", {{"clientToken", "s1"},
-                                                     {"statusDetails", {{"step", "accepted"}}}});
+  Json started = device.Accepted(
+      "jobs/start-next", {{"clientToken", "s1"}, {"statusDetails", {{"step", "accepted"}}}});
   EXPECT_EQ(started["clientToken"], "s1");
   EXPECT_EQ(started["execution"]["status"], "IN_PROGRESS");
   EXPECT_EQ(started["execution"]["versionNumber"], 2);
@@ -113,10 +115,10 @@ TEST_F(JobsServiceTest, TheSdkSampleFlowEndToEnd) {
     device.Accepted("jobs/" + kJob + "/update",
                     {{"status", "IN_PROGRESS"}, {"statusDetails", {{"step", step}}}});
   }
-  Json done = device.Accepted("jobs/" + kJob + "/update",
-                              {{"status", "SUCCEEDED"},
-                               {"statusDetails", {{"firmware", "2.0.0"}}},
-                               {"includeJobExecutionState", true}});
+  Json done =
+      device.Accepted("jobs/" + kJob + "/update", {{"status", "SUCCEEDED"},
+                                                   {"statusDetails", {{"firmware", "2.0.0"}}},
+                                                   {"includeJobExecutionState", true}});
   EXPECT_EQ(done["executionState"]["status"], "SUCCEEDED");
   EXPECT_EQ(done["executionState"]["versionNumber"], 6);
   auto empty = device.Notice("notify-next");
@@ -124,8 +126,9 @@ TEST_F(JobsServiceTest, TheSdkSampleFlowEndToEnd) {
   EXPECT_FALSE(empty->contains("execution"));
   EXPECT_EQ(Sql("select firmware from fleetwave.devices where id = 't1'")[0][0].as<std::string>(),
             "2.0.0");
-  EXPECT_EQ(Sql("select flagged_at is null from fleetwave.devices where id = 't1'")[0][0].as<bool>(),
-            true);
+  EXPECT_EQ(
+      Sql("select flagged_at is null from fleetwave.devices where id = 't1'")[0][0].as<bool>(),
+      true);
   // Every notice was acknowledged by the broker and marked sent.
   EXPECT_EQ(WaitForCount("select count(*) from fleetwave.outbox where sent_at is null", 0), 0);
   EXPECT_EQ(Sql("select count(*) from fleetwave.outbox")[0][0].as<int>(), 4);
@@ -161,9 +164,10 @@ TEST_F(JobsServiceTest, TheOlderSdkFlowWithNextAndUpdate) {
   EXPECT_EQ(next["execution"]["jobDocument"]["release"]["model"], "arm");
   // QUEUED -> IN_PROGRESS by update, no clientToken.
   device.Accepted("jobs/" + kJob + "/update", {{"status", "IN_PROGRESS"}});
-  EXPECT_EQ(device.Accepted("jobs/$next/get", Json::object())["execution"]["status"], "IN_PROGRESS");
-  device.Accepted("jobs/" + kJob + "/update", {{"status", "FAILED"},
-                                               {"statusDetails", {{"reason", "checksum"}}}});
+  EXPECT_EQ(device.Accepted("jobs/$next/get", Json::object())["execution"]["status"],
+            "IN_PROGRESS");
+  device.Accepted("jobs/" + kJob + "/update",
+                  {{"status", "FAILED"}, {"statusDetails", {{"reason", "checksum"}}}});
   Json none = device.Accepted("jobs/$next/get", Json::object());
   EXPECT_FALSE(none.contains("execution"));
   // The finished execution can still be described by id.
@@ -179,17 +183,18 @@ TEST_F(JobsServiceTest, VersionNumberArithmetic) {
   EXPECT_EQ(device.Accepted("jobs/start-next", Json::object())["execution"]["versionNumber"], 2);
   device.Accepted("jobs/" + kJob + "/get", Json::object());  // reading changes nothing
   EXPECT_EQ(DbVersion("t1"), 2);
-  Json state = device.Accepted("jobs/" + kJob + "/update",
-                               {{"status", "IN_PROGRESS"}, {"expectedVersion", 2},
-                                {"statusDetails", {{"step", "a"}}},
-                                {"includeJobExecutionState", true}});
+  Json state = device.Accepted("jobs/" + kJob + "/update", {{"status", "IN_PROGRESS"},
+                                                            {"expectedVersion", 2},
+                                                            {"statusDetails", {{"step", "a"}}},
+                                                            {"includeJobExecutionState", true}});
   EXPECT_EQ(state["executionState"]["versionNumber"], 3);
   // The same status and details again: answered, not applied.
   device.Accepted("jobs/" + kJob + "/update",
                   {{"status", "IN_PROGRESS"}, {"statusDetails", {{"step", "a"}}}});
   EXPECT_EQ(DbVersion("t1"), 3);
-  Json mismatch = device.Rejected("jobs/" + kJob + "/update",
-                                  R"({"status":"SUCCEEDED","expectedVersion":2,"clientToken":"v"})");
+  Json mismatch =
+      device.Rejected("jobs/" + kJob + "/update",
+                      R"({"status":"SUCCEEDED","expectedVersion":2,"clientToken":"v"})");
   EXPECT_EQ(mismatch["code"], "VersionMismatch");
   EXPECT_EQ(mismatch["clientToken"], "v");
   EXPECT_EQ(mismatch["executionState"]["versionNumber"], 3);
@@ -221,7 +226,8 @@ TEST_F(JobsServiceTest, EveryRejectionCodeAndNothingWritten) {
   };
   EXPECT_EQ(code(update, "{\"status\":"), "InvalidJson");
   EXPECT_EQ(code(update, R"({"status":"DONE","clientToken":"c1"})"), "InvalidRequest");
-  EXPECT_EQ(device.Rejected(update, R"({"status":"DONE","clientToken":"c1"})")["clientToken"], "c1");
+  EXPECT_EQ(device.Rejected(update, R"({"status":"DONE","clientToken":"c1"})")["clientToken"],
+            "c1");
   EXPECT_EQ(code(update, R"({"status":"CANCELED"})"), "InvalidRequest");  // controller-only status
   EXPECT_EQ(code(update, R"({"status":123})"), "InvalidRequest");
   Json many = {{"status", "IN_PROGRESS"}, {"statusDetails", Json::object()}};
@@ -253,7 +259,8 @@ TEST_F(JobsServiceTest, RequestsOfOneDeviceKeepTheirOrderWithinABatch) {
   device.Send(update, R"({"status":"IN_PROGRESS","statusDetails":{"step":"2"},"clientToken":"c"})");
   bool rejected = true;
   Json last = device.Request(update, R"({"status":"SUCCEEDED","clientToken":"d",
-                                          "includeJobExecutionState":true})", &rejected);
+                                          "includeJobExecutionState":true})",
+                             &rejected);
   EXPECT_FALSE(rejected) << last.dump();
   EXPECT_EQ(last["executionState"]["versionNumber"], 5);
   EXPECT_EQ(last["executionState"]["statusDetails"]["step"], "2");
@@ -281,14 +288,15 @@ TEST_F(JobsServiceTest, AFirmwareThatDisagreesIsRecordedAndFlagged) {
   device.Accepted("jobs/start-next", Json::object());
   device.Accepted("jobs/" + kJob + "/update",
                   {{"status", "SUCCEEDED"}, {"statusDetails", {{"firmware", "1.9.9"}}}});
-  auto row = Sql("select firmware, flagged_at is not null, flag_reason from fleetwave.devices "
-                 "where id = 't1'")[0];
+  auto row =
+      Sql("select firmware, flagged_at is not null, flag_reason from fleetwave.devices "
+          "where id = 't1'")[0];
   EXPECT_EQ(row[0].as<std::string>(), "2.0.0");
   EXPECT_TRUE(row[1].as<bool>());
   EXPECT_THAT(row[2].as<std::string>(), HasSubstr("1.9.9"));
-  EXPECT_EQ(Sql("select count(*) from fleetwave.events where kind = 'firmware_mismatch'")[0][0]
-                .as<int>(),
-            1);
+  EXPECT_EQ(
+      Sql("select count(*) from fleetwave.events where kind = 'firmware_mismatch'")[0][0].as<int>(),
+      1);
 }
 
 TEST_F(JobsServiceTest, TelemetryIsStoredInBatchesAndUpdatesLastSeen) {
@@ -298,8 +306,8 @@ TEST_F(JobsServiceTest, TelemetryIsStoredInBatchesAndUpdatesLastSeen) {
   ASSERT_TRUE(sender.WaitConnected(std::chrono::seconds(10)));
   const std::string root = root_ + "-telemetry";
   for (int i = 0; i < 50; ++i)
-    sender.Publish(root + "/t3/telemetry", Json{{"firmware", "1.0.0"}, {"crashCount", i},
-                                                 {"custom", "kept"}}.dump(), 1);
+    sender.Publish(root + "/t3/telemetry",
+                   Json{{"firmware", "1.0.0"}, {"crashCount", i}, {"custom", "kept"}}.dump(), 1);
   sender.Publish(root + "/ghost/telemetry", R"({"crashCount":1})", 1);
   sender.Publish(root + "/t3/telemetry", "not json", 1);
   ASSERT_TRUE(sender.Flush(std::chrono::seconds(10)));
@@ -311,14 +319,16 @@ TEST_F(JobsServiceTest, TelemetryIsStoredInBatchesAndUpdatesLastSeen) {
   }
   EXPECT_EQ(service_->stats().telemetry, 50u);
   EXPECT_EQ(service_->stats().telemetry_rejected, 2u);  // the unknown thing and the bad JSON
-  auto row = Sql("select count(*), max((payload->>'crashCount')::int), "
-                 "bool_and(payload->>'custom' = 'kept'), bool_and(firmware = '1.0.0') "
-                 "from fleetwave.telemetry where thing_name = 't3'")[0];
+  auto row =
+      Sql("select count(*), max((payload->>'crashCount')::int), "
+          "bool_and(payload->>'custom' = 'kept'), bool_and(firmware = '1.0.0') "
+          "from fleetwave.telemetry where thing_name = 't3'")[0];
   EXPECT_EQ(row[0].as<int>(), 50);
   EXPECT_EQ(row[1].as<int>(), 49);
   EXPECT_TRUE(row[2].as<bool>());
   EXPECT_TRUE(row[3].as<bool>());
-  EXPECT_FALSE(Sql("select last_seen is null from fleetwave.devices where id = 't3'")[0][0].as<bool>());
+  EXPECT_FALSE(
+      Sql("select last_seen is null from fleetwave.devices where id = 't3'")[0][0].as<bool>());
   EXPECT_LT(service_->stats().commits, 50u);  // batched, not one commit per report
 }
 

@@ -69,8 +69,8 @@ TEST(Migrator, RefusesAChangedAppliedMigration) {
   }
   EXPECT_THROW(Migrator(*conn, changed).Status(), MigrationMismatch);
   pqxx::read_transaction txn(*conn);
-  EXPECT_FALSE(txn.exec1("select to_regclass('fleetwave.should_not_exist') is not null")[0]
-                   .as<bool>());
+  EXPECT_FALSE(
+      txn.exec1("select to_regclass('fleetwave.should_not_exist') is not null")[0].as<bool>());
 }
 
 TEST(Migrator, RefusesADatabaseFromANewerBinary) {
@@ -78,8 +78,9 @@ TEST(Migrator, RefusesADatabaseFromANewerBinary) {
   auto conn = database.Connect();
   {
     pqxx::work txn(*conn);
-    txn.exec("insert into fleetwave.schema_migrations (version, name, checksum) "
-             "values (9000, '9000_future.sql', 'x')");
+    txn.exec(
+        "insert into fleetwave.schema_migrations (version, name, checksum) "
+        "values (9000, '9000_future.sql', 'x')");
     txn.commit();
   }
   try {
@@ -131,14 +132,12 @@ TEST(Schema, ViewsHaveTheDocumentedColumns) {
   auto conn = database.Connect();
   EXPECT_EQ(Columns(*conn, "rollout_status"),
             (std::vector<std::string>{"rollout_id", "cycle_id", "model", "version", "state",
-                                      "current_wave", "total", "queued", "in_progress",
-                                      "succeeded", "failed", "rejected", "timed_out",
-                                      "canceled"}));
+                                      "current_wave", "total", "queued", "in_progress", "succeeded",
+                                      "failed", "rejected", "timed_out", "canceled"}));
   EXPECT_EQ(Columns(*conn, "wave_status"),
             (std::vector<std::string>{"rollout_id", "wave", "planned", "state", "queued",
-                                      "in_progress", "succeeded", "failed", "rejected",
-                                      "timed_out", "canceled", "started_at", "finished_at",
-                                      "verdict"}));
+                                      "in_progress", "succeeded", "failed", "rejected", "timed_out",
+                                      "canceled", "started_at", "finished_at", "verdict"}));
   EXPECT_EQ(Columns(*conn, "fleet_versions"),
             (std::vector<std::string>{"model", "firmware", "devices"}));
 }
@@ -146,9 +145,9 @@ TEST(Schema, ViewsHaveTheDocumentedColumns) {
 TEST(Schema, EveryDesignTableExists) {
   TestDatabase database;
   auto conn = database.Connect();
-  for (const char* table : {"devices", "releases", "cycles", "rollouts", "waves",
-                            "job_executions", "outbox", "telemetry", "events", "leases",
-                            "approvals", "schema_migrations"})
+  for (const char* table :
+       {"devices", "releases", "cycles", "rollouts", "waves", "job_executions", "outbox",
+        "telemetry", "events", "leases", "approvals", "schema_migrations"})
     EXPECT_FALSE(Columns(*conn, table).empty()) << table;
 }
 
@@ -201,15 +200,17 @@ TEST(Schema, ViewsCountExecutionsByStatus) {
       "insert into fleetwave.job_executions (job_id, thing_name, status, wave) values "
       "  ('fw-m-2.0.0-c1','d1','SUCCEEDED',1), ('fw-m-2.0.0-c1','d2','FAILED',2),"
       "  ('fw-m-2.0.0-c1','d3','QUEUED',2)");
-  auto r = txn.exec1("select total, queued, succeeded, failed, in_progress "
-                     "from fleetwave.rollout_status");
+  auto r = txn.exec1(
+      "select total, queued, succeeded, failed, in_progress "
+      "from fleetwave.rollout_status");
   EXPECT_EQ(r[0].as<int>(), 3);
   EXPECT_EQ(r[1].as<int>(), 1);
   EXPECT_EQ(r[2].as<int>(), 1);
   EXPECT_EQ(r[3].as<int>(), 1);
   EXPECT_EQ(r[4].as<int>(), 0);
-  auto w = txn.exec("select wave, planned, queued, failed, succeeded from fleetwave.wave_status "
-                    "order by wave");
+  auto w = txn.exec(
+      "select wave, planned, queued, failed, succeeded from fleetwave.wave_status "
+      "order by wave");
   ASSERT_EQ(w.size(), 2u);
   EXPECT_EQ(w[0][4].as<int>(), 1);
   EXPECT_EQ(w[1][2].as<int>(), 1);

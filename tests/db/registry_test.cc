@@ -53,7 +53,8 @@ TEST_F(RegistryTest, ForEachDeviceFiltersByModelInIdOrder) {
   registry_.AddDevice({"a", "arm", "1.0.0"});
   registry_.AddDevice({"b", "leg", "1.0.0"});
   std::vector<std::string> ids;
-  registry_.ForEachDevice(std::string("arm"), [&](const DeviceRecord& r) { ids.push_back(r.device.id); });
+  registry_.ForEachDevice(std::string("arm"),
+                          [&](const DeviceRecord& r) { ids.push_back(r.device.id); });
   EXPECT_EQ(ids, (std::vector<std::string>{"a", "c"}));
   ids.clear();
   registry_.ForEachDevice(std::nullopt, [&](const DeviceRecord& r) { ids.push_back(r.device.id); });
@@ -74,7 +75,8 @@ TEST_F(RegistryTest, FirmwareKeysCompareAsSemverInSql) {
 }
 
 TEST_F(RegistryTest, ImportsAValidFile) {
-  auto report = Import("id,model,firmware,ring\nr1,arm,1.0.0,canary\r\nr2,arm,1.0.0,\n\nr3,leg,2.0.0,\n");
+  auto report =
+      Import("id,model,firmware,ring\nr1,arm,1.0.0,canary\r\nr2,arm,1.0.0,\n\nr3,leg,2.0.0,\n");
   EXPECT_TRUE(report.ok());
   EXPECT_EQ(report.rows, 3);
   EXPECT_EQ(report.imported, 3);

@@ -65,13 +65,14 @@ TEST(StatusDetails, Limits) {
 }
 
 TEST(ThingJobs, PendingListsAndNextOrder) {
-  ThingJobs jobs("t1", {Exec("b", JobStatus::kQueued, 20), Exec("a", JobStatus::kQueued, 10),
-                        Exec("c", JobStatus::kInProgress, 30), Exec("d", JobStatus::kSucceeded, 5)});
+  ThingJobs jobs("t1",
+                 {Exec("b", JobStatus::kQueued, 20), Exec("a", JobStatus::kQueued, 10),
+                  Exec("c", JobStatus::kInProgress, 30), Exec("d", JobStatus::kSucceeded, 5)});
   Outcome o = jobs.GetPending();
   ASSERT_EQ(o.in_progress.size(), 1u);
   EXPECT_EQ(o.in_progress[0].job_id, "c");
   ASSERT_EQ(o.queued.size(), 2u);
-  EXPECT_EQ(o.queued[0].job_id, "a");  // oldest first
+  EXPECT_EQ(o.queued[0].job_id, "a");   // oldest first
   EXPECT_EQ(jobs.Next()->job_id, "c");  // IN_PROGRESS before QUEUED
 }
 
@@ -144,13 +145,14 @@ TEST(ThingJobs, UpdateLifecycleBumpsVersions) {
 }
 
 TEST(ThingJobs, UpdateRejections) {
-  ThingJobs jobs("t1", {Exec("a", JobStatus::kInProgress, 10, 5), Exec("f", JobStatus::kSucceeded, 1, 3)});
+  ThingJobs jobs(
+      "t1", {Exec("a", JobStatus::kInProgress, 10, 5), Exec("f", JobStatus::kSucceeded, 1, 3)});
   EXPECT_EQ(jobs.Update("x", Update(JobStatus::kFailed), std::nullopt, 1).rejection->code,
             JobsError::kResourceNotFound);
   EXPECT_EQ(jobs.Update("$next", Update(JobStatus::kFailed), std::nullopt, 1).rejection->code,
             JobsError::kInvalidRequest);
-  for (JobStatus s : {JobStatus::kQueued, JobStatus::kTimedOut, JobStatus::kCanceled,
-                      JobStatus::kRemoved}) {
+  for (JobStatus s :
+       {JobStatus::kQueued, JobStatus::kTimedOut, JobStatus::kCanceled, JobStatus::kRemoved}) {
     Outcome o = jobs.Update("a", Update(s), std::nullopt, 1);
     ASSERT_TRUE(o.rejection);
     EXPECT_EQ(o.rejection->code, JobsError::kInvalidRequest) << ToString(s);
@@ -224,7 +226,7 @@ TEST(ThingJobs, ExecutionsQueuedInTheBatchCountAsNews) {
   Execution fresh = Exec("new", JobStatus::kQueued, 50);
   fresh.queued_in_batch = true;
   ThingJobs jobs("t1", {Exec("old", JobStatus::kInProgress, 10), fresh});
-  EXPECT_FALSE(jobs.NextChanged());   // the device still works on "old"
+  EXPECT_FALSE(jobs.NextChanged());    // the device still works on "old"
   EXPECT_TRUE(jobs.PendingChanged());  // but its pending list grew
   ThingJobs idle("t1", {fresh});
   EXPECT_TRUE(idle.NextChanged());

@@ -5,7 +5,8 @@
 namespace fleet {
 namespace {
 
-void ExpectError(const std::optional<std::string>& error, std::initializer_list<const char*> parts) {
+void ExpectError(const std::optional<std::string>& error,
+                 std::initializer_list<const char*> parts) {
   ASSERT_TRUE(error) << "expected an error";
   for (const char* part : parts) EXPECT_NE(error->find(part), std::string::npos) << *error;
 }

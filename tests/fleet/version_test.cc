@@ -61,12 +61,29 @@ TEST(Version, RejectsMalformedWithReason) {
 }
 
 // The precedence example of semver.org §11, in ascending order, plus numeric-field cases.
-const std::vector<const char*> kAscending = {
-    "0.0.0",         "0.9.9",        "1.0.0-0",      "1.0.0-2",      "1.0.0-10",
-    "1.0.0-alpha",   "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-alphabet", "1.0.0-beta",
-    "1.0.0-beta.2",  "1.0.0-beta.11", "1.0.0-rc.1",   "1.0.0",        "1.0.1",
-    "1.9.0",         "1.10.0",       "1.10.1-rc-1",  "1.10.1",       "2.0.0-rc.1",
-    "2.0.0",         "10.0.0",       "100000000000000000.0.0"};
+const std::vector<const char*> kAscending = {"0.0.0",
+                                             "0.9.9",
+                                             "1.0.0-0",
+                                             "1.0.0-2",
+                                             "1.0.0-10",
+                                             "1.0.0-alpha",
+                                             "1.0.0-alpha.1",
+                                             "1.0.0-alpha.beta",
+                                             "1.0.0-alphabet",
+                                             "1.0.0-beta",
+                                             "1.0.0-beta.2",
+                                             "1.0.0-beta.11",
+                                             "1.0.0-rc.1",
+                                             "1.0.0",
+                                             "1.0.1",
+                                             "1.9.0",
+                                             "1.10.0",
+                                             "1.10.1-rc-1",
+                                             "1.10.1",
+                                             "2.0.0-rc.1",
+                                             "2.0.0",
+                                             "10.0.0",
+                                             "100000000000000000.0.0"};
 
 TEST(Version, OrdersBySemverPrecedence) {
   for (size_t i = 0; i < kAscending.size(); ++i) {
@@ -93,7 +110,8 @@ TEST(Version, SortKeyAgreesWithCompareOnRandomVersions) {
   auto random_version = [&] {
     std::string s = std::to_string(rng() % 3) + "." + std::to_string(rng() % 12) + "." +
                     std::to_string(rng() % 3);
-    for (int n = rng() % 4, i = 0; i < n; ++i) s += (i == 0 ? "-" : ".") + std::string(ids[rng() % 10]);
+    for (int n = rng() % 4, i = 0; i < n; ++i)
+      s += (i == 0 ? "-" : ".") + std::string(ids[rng() % 10]);
     return V(s.c_str());
   };
   for (int i = 0; i < 20000; ++i) {

@@ -160,9 +160,9 @@ TEST(EncodeAnswer, UpdateIncludesStateAndDocumentOnlyWhenAsked) {
   EXPECT_FALSE(j.contains("jobDocument"));
   o.include_job_execution_state = o.include_job_document = true;
   j = Json::parse(EncodeAnswer(m, o, 5).payload);
-  EXPECT_EQ(j["executionState"],
-            (Json{{"status", "IN_PROGRESS"}, {"statusDetails", {{"step", "installing"}}},
-                  {"versionNumber", 3}}));
+  EXPECT_EQ(j["executionState"], (Json{{"status", "IN_PROGRESS"},
+                                       {"statusDetails", {{"step", "installing"}}},
+                                       {"versionNumber", 3}}));
   EXPECT_EQ(j["jobDocument"]["operation"], "firmware.update");
   o.replay = "{\"same\":1}";
   EXPECT_EQ(EncodeAnswer(m, o, 9).payload, "{\"same\":1}");

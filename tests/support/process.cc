@@ -25,8 +25,10 @@ ProcessResult RunProcess(const std::vector<std::string>& argv,
     dup2(err[1], 2);
     for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]}) close(fd);
     for (const auto& [key, value] : env) {
-      if (value.empty()) unsetenv(key.c_str());
-      else setenv(key.c_str(), value.c_str(), 1);
+      if (value.empty())
+        unsetenv(key.c_str());
+      else
+        setenv(key.c_str(), value.c_str(), 1);
     }
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));

@@ -25,7 +25,9 @@ mqtt::ClientOptions DeviceOptions(const std::string& thing, const std::string& r
 }  // namespace
 
 TestDevice::TestDevice(std::string thing, std::string topic_root)
-    : thing_(thing), base_(topic_root + "/" + thing + "/"), client_(DeviceOptions(thing, topic_root)) {
+    : thing_(thing),
+      base_(topic_root + "/" + thing + "/"),
+      client_(DeviceOptions(thing, topic_root)) {
   if (!client_.WaitConnected(std::chrono::seconds(10)))
     throw std::runtime_error("test device could not connect to " + BrokerUri());
 }

@@ -33,14 +33,15 @@ class TestDevice {
   void Send(const std::string& suffix, const std::string& payload);
 
   // The next notice on <root>/<thing>/jobs/<kind> ("notify-next" or "notify"), or nullopt.
-  std::optional<nlohmann::json> Notice(const std::string& kind,
-                                       std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  std::optional<nlohmann::json> Notice(
+      const std::string& kind, std::chrono::milliseconds timeout = std::chrono::seconds(15));
 
   const std::string& thing() const { return thing_; }
   std::string Topic(const std::string& suffix) const { return base_ + suffix; }
 
  private:
-  std::optional<mqtt::Message> Take(const std::string& topic_prefix, std::chrono::milliseconds timeout);
+  std::optional<mqtt::Message> Take(const std::string& topic_prefix,
+                                    std::chrono::milliseconds timeout);
 
   std::string thing_;
   std::string base_;  // <root>/<thing>/
