@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fleet/registry.h"
+
 namespace mqtt {
 namespace {
 
@@ -152,6 +154,18 @@ void Stamp(Json& j, const JobsRequestMessage& request, int64_t now) {
 JobsRequestMessage ParseJobsRequest(const RequestTopic& topic, std::string topic_name,
                                     std::string_view payload) {
   JobsRequestMessage m{topic, std::move(topic_name), std::nullopt, std::nullopt, GetPendingBody{}};
+  // The topic names a thing that cannot be registered, or a job id no rollout can have.
+  bool job_ok = topic.job_id.empty() || topic.job_id == "$next" ||
+                (topic.job_id.size() <= 64 && !fleet::CheckDeviceId(topic.job_id));
+  if (fleet::CheckDeviceId(topic.thing) || !job_ok) {
+    m.rejection = fleet::Rejection{
+        JobsError::kInvalidTopic,
+        !job_ok ? "job id in the topic is invalid: use 1 to 64 of A-Z a-z 0-9 _ . : -"
+                : "thing name in the topic is not a valid device id: use 1 to 128 of "
+                  "A-Z a-z 0-9 _ . : -",
+        std::nullopt};
+    return m;
+  }
   if (payload.size() > kMaxPayloadBytes) {
     m.rejection = fleet::Rejection{JobsError::kInvalidRequest,
                                    "payload is " + std::to_string(payload.size()) +

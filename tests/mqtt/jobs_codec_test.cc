@@ -84,6 +84,17 @@ TEST(ParseJobsRequest, EveryRejectionCode) {
             fleet::JobsError::kInvalidRequest);
 }
 
+TEST(ParseJobsRequest, InvalidTopicForImpossibleThingsAndJobs) {
+  EXPECT_EQ(Code(Parse("$aws/things/bad$thing/jobs/get", "{}")), fleet::JobsError::kInvalidTopic);
+  EXPECT_EQ(Code(Parse("$aws/things/" + std::string(129, 'x') + "/jobs/get", "{}")),
+            fleet::JobsError::kInvalidTopic);
+  EXPECT_EQ(Code(Parse("$aws/things/t1/jobs/" + std::string(65, 'j') + "/get", "{}")),
+            fleet::JobsError::kInvalidTopic);
+  EXPECT_EQ(Code(Parse("$aws/things/t1/jobs/j%20k/update", R"({"status":"FAILED"})")),
+            fleet::JobsError::kInvalidTopic);
+  EXPECT_FALSE(Parse("$aws/things/t1/jobs/$next/get", "{}").rejection);
+}
+
 TEST(ParseJobsRequest, KeepsTheClientTokenOfARejectedRequest) {
   auto m = Parse(kUpdate, R"({"status":"BOGUS","clientToken":"tok-9"})");
   ASSERT_TRUE(m.rejection);

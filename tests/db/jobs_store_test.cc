@@ -1,0 +1,105 @@
+#include "db/jobs_store.h"
+
+#include <gtest/gtest.h>
+#include <pqxx/pqxx>
+
+#include "tests/support/test_database.h"
+
+namespace db {
+namespace {
+
+using testing_support::TestDatabase;
+
+class JobsStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Sql("insert into fleetwave.devices (id, model, firmware, firmware_key) values "
+        "('t1','arm','1.0.0','k');"
+        "insert into fleetwave.releases (model, version, version_key, url, sha256, size) values "
+        "('arm','2.0.0','k2','https://fw/a', repeat('a',64), 1);"
+        "insert into fleetwave.cycles default values;"
+        "insert into fleetwave.rollouts (id, cycle_id, release_id) "
+        "select 'job-1', c.id, r.id from fleetwave.cycles c, fleetwave.releases r");
+  }
+  pqxx::result Sql(const std::string& sql) {
+    auto conn = database_.Connect();
+    pqxx::work txn(*conn);
+    auto r = txn.exec(sql);
+    txn.commit();
+    return r;
+  }
+  TestDatabase database_;
+  JobsStore store_{database_.conninfo()};
+};
+
+TEST_F(JobsStoreTest, QueuesAndLoadsWithTheJobDocument) {
+  JobsBatch batch;
+  batch.queue = {{"job-1", "t1", 2, 2000000000}};
+  int64_t loaded = 0;
+  store_.RunBatch(batch, [&](JobsSnapshot& s) {
+    EXPECT_TRUE(s.known_things.count("t1"));
+    EXPECT_GT(s.now, 1700000000);
+    const auto& e = s.executions.at("t1").at(0);
+    EXPECT_TRUE(e.queued_in_batch);
+    EXPECT_EQ(e.release_version, "2.0.0");
+    EXPECT_NE(e.job_document.find("\"wave\": 2"), std::string::npos) << e.job_document;
+    EXPECT_NE(e.job_document.find("\"expiresAt\": 2000000000"), std::string::npos);
+    loaded = static_cast<int64_t>(s.executions.at("t1").size());
+    return JobsWrites{};
+  });
+  EXPECT_EQ(loaded, 1);
+}
+
+TEST_F(JobsStoreTest, AConcurrentChangeMakesTheBatchDecideAgain) {
+  store_.RunBatch({.queue = {{"job-1", "t1", 1, std::nullopt}}},
+                  [](JobsSnapshot&) { return JobsWrites{}; });
+  JobsBatch batch;
+  batch.things = {"t1"};
+  int calls = 0;
+  BatchResult result = store_.RunBatch(batch, [&](JobsSnapshot& s) {
+    if (++calls == 1) {
+      // Another writer bumps the version between our read and our write.
+      Sql("update fleetwave.job_executions set version_number = version_number + 1");
+    }
+    fleet::Execution e = s.executions.at("t1").at(0);
+    e.loaded_version = e.version_number;
+    e.version_number += 1;
+    e.status = fleet::JobStatus::kInProgress;
+    JobsWrites w;
+    w.changed.push_back(e);
+    return w;
+  });
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(result.attempts, 2);
+  auto row = Sql("select version_number, status from fleetwave.job_executions")[0];
+  EXPECT_EQ(row[0].as<int>(), 3);  // 1, bumped to 2 by the other writer, then ours: 3
+  EXPECT_EQ(row[1].as<std::string>(), "IN_PROGRESS");
+}
+
+TEST_F(JobsStoreTest, NoticesComeBackWithTheirOutboxIdsAndAreMarkedSentLater) {
+  JobsBatch batch;
+  batch.things = {"t1"};
+  BatchResult result = store_.RunBatch(batch, [](JobsSnapshot&) {
+    JobsWrites w;
+    w.notices = {{"a/notify-next", "{}"}, {"a/notify", "{}"}};
+    return w;
+  });
+  ASSERT_EQ(result.notices.size(), 2u);
+  EXPECT_EQ(result.notices[0].topic, "a/notify-next");
+  batch.mark_sent = {result.notices[0].id, result.notices[1].id};
+  store_.RunBatch(batch, [](JobsSnapshot&) { return JobsWrites{}; });
+  EXPECT_EQ(Sql("select count(*) from fleetwave.outbox where sent_at is null")[0][0].as<int>(), 0);
+}
+
+TEST_F(JobsStoreTest, PruneTelemetryDeletesOnlyOldRowsAndAtMostTheLimit) {
+  Sql("insert into fleetwave.telemetry (thing_name, payload, received_at) "
+      "select 't1', '{}', now() - interval '10 days' from generate_series(1, 5);"
+      "insert into fleetwave.telemetry (thing_name, payload) values ('t1', '{}')");
+  EXPECT_EQ(store_.PruneTelemetry(7 * 86400, 3), 3);
+  EXPECT_EQ(store_.PruneTelemetry(7 * 86400, 3), 2);
+  EXPECT_EQ(store_.PruneTelemetry(7 * 86400, 3), 0);
+  EXPECT_EQ(Sql("select count(*) from fleetwave.telemetry")[0][0].as<int>(), 1);
+}
+
+}  // namespace
+}  // namespace db
