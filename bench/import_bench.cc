@@ -62,13 +62,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string name = "fleetwave_bench_import";
-  {
-    auto conn = db::Connect(admin);
-    pqxx::nontransaction txn(*conn);
-    txn.exec("drop database if exists " + name + " with (force)");
-    txn.exec("create database " + name);
-  }
-  const std::string conninfo = db::WithDatabase(admin, name);
+  const std::string conninfo = db::RecreateDatabase(admin, name);
   {
     auto conn = db::Connect(conninfo);
     db::Migrator(*conn).Apply();
@@ -132,10 +126,6 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(std::filesystem::path(json_path).parent_path());
   std::ofstream(json_path) << figures.dump(2) << "\n";
   std::printf("wrote %s\n", json_path.c_str());
-  {
-    auto conn = db::Connect(admin);
-    pqxx::nontransaction txn(*conn);
-    txn.exec("drop database if exists " + name + " with (force)");
-  }
+  db::DropDatabase(admin, name);
   return rows == spec.devices ? 0 : 1;
 }

@@ -270,13 +270,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string name = "fleetwave_bench_jobs";
-  {
-    auto conn = db::Connect(admin);
-    pqxx::nontransaction txn(*conn);
-    txn.exec("drop database if exists " + name + " with (force)");
-    txn.exec("create database " + name);
-  }
-  const std::string conninfo = db::WithDatabase(admin, name);
+  const std::string conninfo = db::RecreateDatabase(admin, name);
 
   // The fleet, a release, a rollout, and one QUEUED execution per device.
   simulator::FleetSpec spec;

@@ -2,6 +2,8 @@
 
 #include <libpq-fe.h>
 
+#include <pqxx/nontransaction>
+
 namespace db {
 
 std::string DescribeTarget(const std::string& conninfo) {
@@ -63,6 +65,20 @@ std::unique_ptr<pqxx::connection> Connect(const std::string& conninfo) {
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
     throw Unavailable("cannot connect to PostgreSQL at " + DescribeTarget(conninfo) + ": " + why);
   }
+}
+
+void DropDatabase(const std::string& admin, const std::string& name) {
+  auto conn = Connect(admin);
+  pqxx::nontransaction txn(*conn);
+  txn.exec("drop database if exists " + txn.quote_name(name) + " with (force)");
+}
+
+std::string RecreateDatabase(const std::string& admin, const std::string& name) {
+  DropDatabase(admin, name);
+  auto conn = Connect(admin);
+  pqxx::nontransaction txn(*conn);
+  txn.exec("create database " + txn.quote_name(name));
+  return WithDatabase(admin, name);
 }
 
 }  // namespace db

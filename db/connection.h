@@ -33,6 +33,12 @@ std::string DescribeTarget(const std::string& conninfo);
 // The same connection string (as key=value pairs) pointed at database `dbname`.
 std::string WithDatabase(const std::string& conninfo, const std::string& dbname);
 
+// Drops database `name` if it exists (closing its sessions), creates it empty, and returns the
+// connection string for it. For tests and benchmarks; `admin` needs CREATEDB.
+std::string RecreateDatabase(const std::string& admin, const std::string& name);
+// Drops database `name` if it exists (closing its sessions).
+void DropDatabase(const std::string& admin, const std::string& name);
+
 // Connects, or throws Unavailable naming DescribeTarget(conninfo).
 std::unique_ptr<pqxx::connection> Connect(const std::string& conninfo);
 

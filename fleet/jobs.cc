@@ -117,6 +117,14 @@ bool ThingJobs::NextChanged() const { return Identity(Next()) != initial_next_; 
 
 bool ThingJobs::PendingChanged() const { return PendingSet() != initial_pending_; }
 
+Outcome ThingJobs::NotFound(const std::string& job_id,
+                            const std::optional<int64_t>& execution_number) const {
+  return Rejected(Reject(
+      JobsError::kResourceNotFound,
+      "no execution of job " + job_id + " for thing " + thing_ +
+          (execution_number ? " with executionNumber " + std::to_string(*execution_number) : "")));
+}
+
 Execution* ThingJobs::Find(const std::string& job_id) {
   for (Execution& e : executions_)
     if (e.job_id == job_id) return &e;
@@ -173,12 +181,7 @@ Outcome ThingJobs::Describe(const std::string& job_id, const DescribeRequest& re
   const Execution* e = job_id == "$next" ? Next() : Find(job_id);
   if (job_id == "$next" && !e) return o;  // nothing pending: accepted without an execution
   if (!e || (request.execution_number && *request.execution_number != e->execution_number)) {
-    return Rejected(
-        Reject(JobsError::kResourceNotFound,
-               "no execution of job " + job_id + " for thing " + thing_ +
-                   (request.execution_number
-                        ? " with executionNumber " + std::to_string(*request.execution_number)
-                        : "")));
+    return NotFound(job_id, request.execution_number);
   }
   o.execution = *e;
   return o;
@@ -191,12 +194,7 @@ Outcome ThingJobs::Update(const std::string& job_id, const UpdateRequest& reques
                            "jobId $next is only valid with get; update a job by its id"));
   Execution* e = Find(job_id);
   if (!e || (request.execution_number && *request.execution_number != e->execution_number)) {
-    return Rejected(
-        Reject(JobsError::kResourceNotFound,
-               "no execution of job " + job_id + " for thing " + thing_ +
-                   (request.execution_number
-                        ? " with executionNumber " + std::to_string(*request.execution_number)
-                        : "")));
+    return NotFound(job_id, request.execution_number);
   }
   Outcome o;
   if (client_token && e->last_client_token == client_token && e->last_answer) {

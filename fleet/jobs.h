@@ -149,6 +149,7 @@ class ThingJobs {
   const std::vector<Execution>& executions() const { return executions_; }
 
  private:
+  Outcome NotFound(const std::string& job_id, const std::optional<int64_t>& execution_number) const;
   Execution* Find(const std::string& job_id);
   const Execution* Find(const std::string& job_id) const;
   static void ApplyStepTimeout(Execution& e, const std::optional<int64_t>& minutes, int64_t now);

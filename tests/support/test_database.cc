@@ -23,13 +23,7 @@ TestDatabase::TestDatabase(bool migrate) {
   admin_ = admin;
   static std::atomic<int> counter{0};
   name_ = "fwtest_" + std::to_string(getpid()) + "_" + std::to_string(counter++);
-  {
-    auto conn = db::Connect(admin_);
-    pqxx::nontransaction txn(*conn);
-    txn.exec("drop database if exists " + name_);
-    txn.exec("create database " + name_);
-  }
-  conninfo_ = db::WithDatabase(admin_, name_);
+  conninfo_ = db::RecreateDatabase(admin_, name_);
   if (migrate) {
     auto conn = Connect();
     db::Migrator(*conn).Apply();
@@ -38,9 +32,7 @@ TestDatabase::TestDatabase(bool migrate) {
 
 TestDatabase::~TestDatabase() {
   try {
-    auto conn = db::Connect(admin_);
-    pqxx::nontransaction txn(*conn);
-    txn.exec("drop database if exists " + name_ + " with (force)");
+    db::DropDatabase(admin_, name_);
   } catch (...) {
     // A leftover test database is harmless; the stack is scratch.
   }
