@@ -161,6 +161,12 @@ void JobsService::ServeLoop() {
     }
     ProcessBatch(messages);
   }
+  // Stopping: answer what was already received (Paho acknowledged it to the broker).
+  messages.clear();
+  while (requests_.Receive(&messages, options_.max_batch, std::chrono::milliseconds(0)) > 0) {
+    ProcessBatch(messages);
+    messages.clear();
+  }
 }
 
 void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {

@@ -12,8 +12,10 @@
 //
 // Two MQTT connections: `requests` (stable client id, persistent session, QoS 1 subscriptions to
 // the four request filters and telemetry) so requests sent while the controller is down are
-// served when it is back; and `publisher` for answers and notices, so waiting on the publish
-// window never blocks the thread that delivers requests.
+// served when it is back; and `publisher` (clean session) for answers and notices. Paho
+// acknowledges a request before we take it from the queue: on Stop() the serve loop first
+// answers everything already received; after a crash, requests received but not yet committed
+// are gone and their devices ask again (state lives in the database, so nothing is done twice).
 #pragma once
 
 #include <atomic>
