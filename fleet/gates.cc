@@ -22,17 +22,7 @@ std::string Percent(int64_t part, int64_t whole) {
 }
 
 std::string_view Describe(FailureType type) {
-  switch (type) {
-    case FailureType::kFailed:
-      return "FAILED";
-    case FailureType::kRejected:
-      return "REJECTED";
-    case FailureType::kTimedOut:
-      return "TIMED_OUT";
-    case FailureType::kAll:
-      return "FAILED, REJECTED or TIMED_OUT";
-  }
-  return "";
+  return type == FailureType::kAll ? "FAILED, REJECTED or TIMED_OUT" : ToString(type);
 }
 
 std::optional<FailureType> TypeOf(JobStatus status) {

@@ -1,5 +1,8 @@
 #include "tests/support/test_device.h"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -18,7 +21,10 @@ namespace {
 mqtt::ClientOptions DeviceOptions(const std::string& thing, const std::string& root) {
   mqtt::ClientOptions o;
   o.server_uri = BrokerUri();
-  o.client_id = "dev-" + thing + "-" + std::to_string(std::rand());
+  // Unique across the test processes ctest runs side by side: a shared id would make the broker
+  // disconnect one of them.
+  static std::atomic<int> counter{0};
+  o.client_id = "dev-" + thing + "-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
   o.subscriptions = {root + "/" + thing + "/jobs/#"};
   return o;
 }
