@@ -38,6 +38,13 @@ class RateLimitedLog {
   uint64_t suppressed_ = 0;
 };
 
+// Answers carry the wall clock in epoch seconds (the database clock when a batch ran).
+int64_t EpochSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 RateLimitedLog& BadInputLog() {
   static RateLimitedLog log(20);
   return log;
@@ -207,9 +214,7 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
   if (batch.things.empty() && telemetry.empty()) {
     // Only malformed requests: their answers need no database.
     db::JobsSnapshot none;
-    none.now = std::chrono::duration_cast<std::chrono::seconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-                   .count();
+    none.now = EpochSeconds();
     Decide(requests, {}, none);
     committed = true;
   }
@@ -245,9 +250,7 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
   }
 
   const auto publish_start = Clock::now();
-  int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
-                    std::chrono::system_clock::now().time_since_epoch())
-                    .count();
+  const int64_t now = EpochSeconds();  // after any wait for the database
   uint64_t accepted = 0, rejected = 0;
   std::vector<mqtt::Answer> answers;
   answers.reserve(requests.size());
