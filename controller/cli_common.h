@@ -1,0 +1,42 @@
+// What the `fleetwave` subcommands share: the global flags, the usage error (exit 2), and one
+// registration function per command group, each defined in its own cli_*.cc file.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <pqxx/connection>
+
+namespace controller {
+
+// A flag or value the user got wrong: exit status 2. The message names the flag or field and
+// what is allowed.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+inline void Require(const std::optional<std::string>& problem) {
+  if (problem) throw UsageError(*problem);
+}
+
+struct Globals {
+  std::string db;
+  std::string mqtt = "tcp://127.0.0.1:1883";
+};
+
+// Connects to --db / FLEETWAVE_DB. Throws UsageError when none is given, db::Unavailable when
+// it cannot be reached.
+std::unique_ptr<pqxx::connection> OpenDatabase(const Globals& g);
+
+// Registration of each command group on `app`.
+void AddMigrate(CLI::App& app, Globals& g);     // cli.cc
+void AddDevice(CLI::App& app, Globals& g);      // cli.cc
+void AddRelease(CLI::App& app, Globals& g);     // cli.cc
+void AddController(CLI::App& app, Globals& g);  // cli_controller.cc
+void AddWatchdog(CLI::App& app, Globals& g);    // cli_watchdog.cc
+void AddRollout(CLI::App& app, Globals& g);     // cli_rollout.cc: rollout ..., history
+
+}  // namespace controller

@@ -1,0 +1,129 @@
+// Cycles, rollouts, waves, approvals and their events in PostgreSQL: the statements of the
+// controller's reconcile passes and of the operator's commands. Every function works inside the
+// caller's transaction, so a state change and its `events` row always commit together; the
+// leader fences its transactions (db::Lease::Fence) before calling these.
+//
+// Times are epoch seconds by the database clock. Errors: NotFound, Conflict (a refused state
+// change, with a message saying what is allowed), Unavailable, Error.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <pqxx/transaction_base>
+
+#include "db/connection.h"
+#include "fleet/gates.h"
+#include "fleet/plan.h"
+#include "fleet/rollout_machine.h"
+
+namespace db {
+
+// ---- Events (the execution history) -------------------------------------------------------
+
+struct EventRecord {
+  std::optional<int64_t> cycle_id;
+  std::optional<std::string> rollout_id;
+  std::optional<int> wave;
+  std::string kind;  // fleet::ToString(Event), or e.g. "cycle_started", "heartbeat_stale"
+  std::optional<std::string> from_state;
+  std::optional<std::string> to_state;
+  nlohmann::json detail = nlohmann::json::object();
+};
+void RecordEvent(pqxx::transaction_base& txn, const EventRecord& event);
+
+// ---- Cycles -------------------------------------------------------------------------------
+
+struct CycleRow {
+  int64_t id = 0;
+  int64_t leader_epoch = 0;
+  int64_t started_at = 0;
+  int64_t not_before = 0;
+  int64_t heartbeat_at = 0;
+  std::optional<int64_t> planned_at;
+  int64_t now = 0;  // the database clock when read
+};
+
+// The running cycle locked FOR UPDATE, or nullopt when none runs.
+std::optional<CycleRow> LockRunningCycle(pqxx::transaction_base& txn);
+
+// Starts a cycle (running, planning at now + delay_seconds) unless one is running; the unique
+// index on running cycles decides, so two callers never both start one. Returns the new cycle's
+// id, or nullopt when a cycle was already running. Writes a "cycle_started" event whose detail
+// names `by` (e.g. "controller", "watchdog").
+std::optional<int64_t> StartCycle(pqxx::transaction_base& txn, const std::string& by,
+                                  int64_t delay_seconds = 0);
+
+// What the watchdog checks: how many cycles run (the index allows 0 or 1) and how old the
+// running one's heartbeat is by the database clock.
+struct CycleHealth {
+  int64_t running = 0;
+  std::optional<int64_t> cycle_id;
+  double heartbeat_age_seconds = 0;
+};
+CycleHealth ReadCycleHealth(pqxx::transaction_base& txn);
+
+// ---- Rollouts and waves ---------------------------------------------------------------------
+
+struct WaveRow {
+  int wave = 0;
+  int64_t planned = 0;
+  fleet::WaveState state = fleet::WaveState::kPending;
+  std::optional<std::string> verdict;
+  int64_t queued = 0;          // devices queued so far
+  int64_t first_position = 0;  // its devices are rollout_targets positions [first, first+planned)
+  std::optional<int64_t> started_at;
+  std::optional<int64_t> threshold_met_at;
+  std::optional<int64_t> finished_at;
+};
+
+struct RolloutRow {
+  std::string id;
+  int64_t cycle_id = 0;
+  int64_t release_id = 0;
+  std::string model;
+  std::string version;
+  std::string version_key;
+  std::string release_state;
+  fleet::RolloutState state = fleet::RolloutState::kRunning;
+  int current_wave = 0;
+  int64_t total = 0;
+  fleet::Plan plan;
+  int gate_from_wave = 1;      // abort criteria count waves from this one on
+  bool newer_release = false;  // a newer active release of the model exists
+  int approved_wave = 0;       // the highest wave whose approval was granted
+  int64_t now = 0;             // the database clock when read
+};
+
+// Locks the rollout row FOR UPDATE and reads it, and its waves when `waves` is given.
+// Throws NotFound.
+RolloutRow LockRollout(pqxx::transaction_base& txn, const std::string& rollout_id,
+                       std::vector<WaveRow>* waves);
+fleet::RolloutSnapshot SnapshotOf(const RolloutRow& rollout, const std::vector<WaveRow>& waves);
+
+// Writes fleet::Change rows in order: the rollout's or wave's state (with started_at,
+// finished_at and current_wave), the release halted on entering aborted, and one events row
+// each, `detail` merged into its detail.
+void WriteChanges(pqxx::transaction_base& txn, const RolloutRow& rollout,
+                  const std::vector<fleet::Change>& changes,
+                  const nlohmann::json& detail = nlohmann::json::object());
+
+// ---- Operator commands ----------------------------------------------------------------------
+
+// Applies an operator's command to a rollout in the caller's transaction, locking the rollout
+// row first (the controller's passes lock it too, so the two never interleave):
+//   kOperatorPause, kOperatorResume, kOperatorAbort, kApproved, kDenied.
+// The rollout table decides (fleet::ApplyRolloutEvent); every change gets an events row with
+// `actor` in its detail. Approve and deny also decide the rollout's pending approval. Resuming a
+// rollout that a gate paused accepts the failures so far (abort criteria count later waves only).
+// Abort halts the release; the controller's next pass cancels the QUEUED executions and notifies
+// their devices. Returns the rollout's new state.
+// Throws NotFound for an unknown rollout and Conflict when the table refuses the command (the
+// message says the rollout's state and which states allow it).
+fleet::RolloutState ApplyOperatorCommand(pqxx::transaction_base& txn, const std::string& rollout_id,
+                                         fleet::Event command, const std::string& actor);
+
+}  // namespace db
