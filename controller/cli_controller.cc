@@ -1,23 +1,44 @@
 #include <signal.h>
 
 #include <chrono>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include <spdlog/spdlog.h>
 
 #include "controller/cli_common.h"
+#include "controller/engine.h"
 #include "controller/jobs_service.h"
+#include "fleet/plan.h"
 
 namespace controller {
 
 void AddController(CLI::App& app, Globals& g) {
-  auto* cmd = app.add_subcommand("controller", "Run the controller: serve the devices' jobs API");
+  auto* cmd = app.add_subcommand(
+      "controller", "Run the controller: the rollout machine and the devices' jobs API");
   cmd->footer(
-      "Serves the AWS IoT Jobs MQTT API from PostgreSQL (group commit) and relays notices.\n"
-      "Stops cleanly on SIGINT or SIGTERM.\n"
-      "Example:\n  fleetwave controller --mqtt tcp://127.0.0.1:1883 --topic-root '$aws/things'");
+      "Waits as standby until it holds the leader lease, then runs the never-ending rollout\n"
+      "machine (cycles, waves, gates) and serves the AWS IoT Jobs MQTT API. Start two for\n"
+      "failover: the standby takes over within the lease TTL. Stops cleanly on SIGINT/SIGTERM.\n"
+      "Example:\n  fleetwave controller --plan plan.json --mqtt tcp://127.0.0.1:1883");
   auto o = std::make_shared<JobsServiceOptions>();
+  auto e = std::make_shared<EngineOptions>();
+  auto plan_file = std::make_shared<std::string>();
+  cmd->add_option("--plan", *plan_file,
+                  "Rollout plan (JSON file, see README); default: the documented default plan");
+  auto lease_ttl = std::make_shared<int>(10);
+  cmd->add_option("--lease-ttl", *lease_ttl, "Leader lease TTL in seconds (failover time)")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 600));
+  auto reconcile_ms = std::make_shared<int>(1000);
+  cmd->add_option("--reconcile-interval-ms", *reconcile_ms, "Time between reconcile passes")
+      ->capture_default_str()
+      ->check(CLI::Range(50, 600000));
+  cmd->add_option("--approval-base-url", e->approval_base_url,
+                  "Base of the approve/deny URLs logged for approvals")
+      ->capture_default_str();
   cmd->add_option("--topic-root", o->topic_root, "Root of the jobs topics")->capture_default_str();
   cmd->add_option("--telemetry-root", o->telemetry_root, "Root of the telemetry topics")
       ->capture_default_str();
@@ -38,7 +59,19 @@ void AddController(CLI::App& app, Globals& g) {
   cmd->add_option("--telemetry-retention-days", *retention_days, "Telemetry kept this long")
       ->capture_default_str()
       ->check(CLI::Range(1, 3650));
-  cmd->callback([&g, o, window_ms, retention_days] {
+  cmd->callback([&g, o, e, plan_file, lease_ttl, reconcile_ms, window_ms, retention_days] {
+    if (!plan_file->empty()) {
+      std::ifstream in(*plan_file);
+      if (!in) throw UsageError("--plan " + *plan_file + ": cannot read the file");
+      std::stringstream text;
+      text << in.rdbuf();
+      std::string error;
+      auto plan = fleet::ParsePlan(text.str(), &error);
+      if (!plan) throw UsageError("--plan " + *plan_file + ": " + error);
+      e->plan = std::move(*plan);
+    }
+    e->lease_ttl = std::chrono::seconds(*lease_ttl);
+    e->reconcile_interval = std::chrono::milliseconds(*reconcile_ms);
     for (const auto* root : {&o->topic_root, &o->telemetry_root}) {
       if (root->empty() || root->find_first_of("+#") != std::string::npos || root->back() == '/')
         throw UsageError("topic root \"" + *root +
@@ -57,23 +90,17 @@ void AddController(CLI::App& app, Globals& g) {
     sigaddset(&signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-    JobsService service(*o);
-    service.Start();
-    spdlog::info("controller: serving jobs under {} (telemetry {}) via {}", o->topic_root,
-                 o->telemetry_root, o->mqtt_uri);
-    if (!service.WaitReady(std::chrono::seconds(10)))
-      spdlog::warn("controller: broker {} not reachable yet; retrying in the background",
-                   o->mqtt_uri);
+    Engine engine(*e, *o);
+    engine.Start();
+    spdlog::info("controller: jobs under {} (telemetry {}) via {}; plan {}", o->topic_root,
+                 o->telemetry_root, o->mqtt_uri, fleet::PlanToJson(e->plan));
     int signal = 0;
     sigwait(&signals, &signal);
     spdlog::info("controller: signal {}, stopping", signal);
-    service.Stop();
-    auto s = service.stats();
-    spdlog::info(
-        "controller: served {} requests ({} accepted, {} rejected) in {} batches; {:.2f} s in "
-        "the database, {:.2f} s publishing answers; {} notices sent",
-        s.requests, s.accepted, s.rejected, s.batches, s.database_seconds, s.publish_seconds,
-        s.notices_sent);
+    engine.Stop();
+    auto s = engine.stats();
+    spdlog::info("controller: stopped after {} reconcile passes ({} failed), leader {} time(s)",
+                 s.passes, s.pass_errors, s.leaderships);
   });
 }
 

@@ -141,15 +141,28 @@ void JobsService::GiveBackAcked(std::vector<int64_t> ids) {
 
 void JobsService::Queue(const std::vector<db::NewExecution>& executions) {
   if (executions.empty()) return;
+  Apply({.queue = executions});
+}
+
+int64_t JobsService::Apply(const ExecutionOps& ops) {
+  if (ops.queue.empty() && ops.ops.empty() && !ops.in_transaction) return 0;
   db::JobsBatch batch;
-  batch.queue = executions;
+  batch.queue = ops.queue;
+  for (const auto& op : ops.ops) {
+    batch.things.insert(op.thing);  // its pending executions decide what it is told
+    batch.named.insert({op.job_id, op.thing});
+  }
+  batch.in_transaction = ops.in_transaction;
   std::vector<Pending> none;
   db::BatchResult result;
+  int64_t applied = 0;
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
-    result = store_.RunBatch(batch, [&](db::JobsSnapshot& s) { return Decide(none, {}, s); });
+    result = store_.RunBatch(
+        batch, [&](db::JobsSnapshot& s) { return Decide(none, {}, s, ops.ops, &applied); });
   }
   Hand({{}, std::move(result.notices)});
+  return applied;
 }
 
 void JobsService::ServeLoop() {
@@ -340,7 +353,8 @@ bool JobsService::ConfirmPublished(const std::vector<int64_t>& ids) {
 
 db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
                                    const std::vector<mqtt::Telemetry>& telemetry,
-                                   db::JobsSnapshot& snapshot) {
+                                   db::JobsSnapshot& snapshot,
+                                   const std::vector<ExecutionOps::Op>& ops, int64_t* applied) {
   db::JobsWrites writes;
   const int64_t now = snapshot.now;
   std::map<std::string, fleet::ThingJobs> things;
@@ -400,6 +414,24 @@ db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
     if (m.topic.kind == mqtt::JobsRequest::kUpdate && m.client_token && !outcome.rejection &&
         !outcome.replay)
       jobs.RememberAnswer(m.topic.job_id, *m.client_token, p.answer.payload);
+  }
+
+  if (applied) *applied = 0;
+  for (const ExecutionOps::Op& op : ops) {
+    fleet::ThingJobs& jobs = jobs_of(op.thing);
+    bool changed = false;
+    switch (op.kind) {
+      case ExecutionOps::Kind::kTimeOut:
+        changed = jobs.TimeOut(op.job_id, now, op.reason);
+        break;
+      case ExecutionOps::Kind::kCancel:
+        changed = jobs.Cancel(op.job_id, now);
+        break;
+      case ExecutionOps::Kind::kRequeue:
+        changed = jobs.Requeue(op.job_id, now, op.deadline);
+        break;
+    }
+    if (changed && applied) ++*applied;
   }
 
   for (auto& [thing, jobs] : things) {

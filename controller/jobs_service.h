@@ -23,8 +23,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,6 +55,24 @@ struct JobsServiceOptions {
   // the same answer), so by default they skip the PUBACK round trip; notices always use QoS 1.
   int answer_qos = 0;
   int64_t telemetry_retention_seconds = 7 * 86400;
+};
+
+// The controller's changes to executions, applied like a batch of device requests: in one
+// transaction, with notify-next/notify notices for each device whose next or pending executions
+// changed, published at once after the commit.
+struct ExecutionOps {
+  std::vector<db::NewExecution> queue;  // new QUEUED executions
+  enum class Kind { kTimeOut, kCancel, kRequeue };
+  struct Op {
+    Kind kind = Kind::kCancel;
+    std::string job_id;
+    std::string thing;
+    std::optional<int64_t> deadline;  // kRequeue: the new execution's expiry
+    std::string reason;               // kTimeOut: statusDetails.reason
+  };
+  std::vector<Op> ops;  // decided again on the loaded state: an op the device overtook is skipped
+  // Runs first in the transaction: the leader's fence and bookkeeping that commits with it.
+  std::function<void(pqxx::work&)> in_transaction;
 };
 
 struct JobsServiceStats {
@@ -87,6 +107,9 @@ class JobsService {
   // Queues executions (QUEUED) in one transaction together with the notices they cause
   // (notify-next, notify) in the outbox. Throws db::Unavailable / db::Error.
   void Queue(const std::vector<db::NewExecution>& executions);
+  // Applies `ops` in one transaction; returns how many ops changed an execution. Throws
+  // db::Unavailable / db::Error, or what `in_transaction` throws (nothing is then committed).
+  int64_t Apply(const ExecutionOps& ops);
 
   JobsServiceStats stats() const;
 
@@ -101,7 +124,8 @@ class JobsService {
   bool ConfirmPublished(const std::vector<int64_t>& ids);
   void ProcessBatch(std::vector<mqtt::Message>& messages);
   db::JobsWrites Decide(std::vector<Pending>& requests,
-                        const std::vector<mqtt::Telemetry>& telemetry, db::JobsSnapshot& snapshot);
+                        const std::vector<mqtt::Telemetry>& telemetry, db::JobsSnapshot& snapshot,
+                        const std::vector<ExecutionOps::Op>& ops = {}, int64_t* applied = nullptr);
 
   JobsServiceOptions options_;
   mqtt::JobsTopics topics_;

@@ -41,7 +41,8 @@ constexpr const char* kLoadSql =
     "     'rollout', jsonb_build_object('id', r.id, 'wave', e.wave), "
     "     'issuedAt', extract(epoch from e.queued_at)::bigint, "
     "     'expiresAt', extract(epoch from e.deadline)::bigint)))::text, "
-    "  rel.version, e.last_client_token, e.last_answer::text "
+    "  rel.version, e.last_client_token, e.last_answer::text, "
+    "  extract(epoch from e.deadline)::bigint "
     "from wanted e "
     "join fleetwave.rollouts r on r.id = e.job_id "
     "join fleetwave.releases rel on rel.id = r.release_id";
@@ -49,12 +50,17 @@ constexpr const char* kWriteSql =
     "with changed as ("
     "  update fleetwave.job_executions e set status = x.status, status_details = x.details, "
     "    version_number = x.version, started_at = to_timestamp(x.started_at), "
+    "    execution_number = x.execution_number, queued_at = to_timestamp(x.queued_at), "
+    "    attempts = e.attempts + (x.execution_number - e.execution_number), "
+    "    deadline = to_timestamp(x.deadline), "
+    "    settled = case when x.status <> e.status then false else e.settled end, "
     "    last_updated_at = to_timestamp(x.updated_at), "
     "    step_timeout_at = to_timestamp(x.step_timeout_at), last_client_token = x.token, "
     "    last_answer = x.answer::jsonb "
     "  from jsonb_to_recordset($1::jsonb) as x(job_id text, thing text, status text, "
     "    details jsonb, version bigint, loaded_version bigint, started_at bigint, "
-    "    updated_at bigint, step_timeout_at bigint, token text, answer text) "
+    "    updated_at bigint, step_timeout_at bigint, token text, answer text, "
+    "    execution_number bigint, queued_at bigint, deadline bigint) "
     "  where e.job_id = x.job_id and e.thing_name = x.thing "
     "    and e.version_number = x.loaded_version "
     "  returning 1), "
@@ -172,6 +178,7 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch) {
     e.release_version = row[11].as<std::string>();
     if (!row[12].is_null()) e.last_client_token = row[12].as<std::string>();
     if (!row[13].is_null()) e.last_answer = row[13].as<std::string>();
+    e.deadline = OptionalInt(row[14]);
     e.queued_in_batch = queued.count({e.job_id, e.thing_name}) > 0;
     snapshot.executions[e.thing_name].push_back(std::move(e));
   }
@@ -199,7 +206,10 @@ int64_t Write(pqxx::work& txn, const JobsWrites& writes, const std::vector<int64
                        {"updated_at", e.last_updated_at},
                        {"step_timeout_at", Nullable(e.step_timeout_at)},
                        {"token", Nullable(e.last_client_token)},
-                       {"answer", Nullable(e.last_answer)}});
+                       {"answer", Nullable(e.last_answer)},
+                       {"execution_number", e.execution_number},
+                       {"queued_at", e.queued_at},
+                       {"deadline", Nullable(e.deadline)}});
   }
   for (const auto& i : writes.installed)
     installed.push_back(
@@ -241,6 +251,7 @@ BatchResult JobsStore::RunBatch(const JobsBatch& batch,
   for (result.attempts = 1;; ++result.attempts) {
     try {
       pqxx::work txn(Conn());
+      if (batch.in_transaction) batch.in_transaction(txn);
       Queue(txn, batch.queue);
       JobsSnapshot snapshot = Load(txn, batch);
       JobsWrites writes = decide(snapshot);

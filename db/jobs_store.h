@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <pqxx/connection>
+#include <pqxx/transaction>
 
 #include "db/connection.h"
 #include "db/outbox.h"
@@ -38,6 +39,9 @@ struct JobsBatch {
   std::set<std::pair<std::string, std::string>> named;  // (job id, thing) to load as well
   std::vector<NewExecution> queue;                      // insert first (QUEUED)
   std::vector<int64_t> mark_sent;  // outbox notices the broker acknowledged since the last batch
+  // Runs first in the batch's transaction (and again if it is re-read): the leader's fence and
+  // any bookkeeping that must commit with the batch. May throw to abort the batch.
+  std::function<void(pqxx::work&)> in_transaction;
 };
 
 struct JobsSnapshot {

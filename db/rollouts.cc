@@ -143,6 +143,45 @@ fleet::RolloutSnapshot SnapshotOf(const RolloutRow& rollout, const std::vector<W
   return s;
 }
 
+namespace {
+
+void HaltRelease(pqxx::transaction_base& txn, const RolloutRow& rollout, const Json& detail) {
+  auto halted = txn.exec_params(
+      "update fleetwave.releases set state = 'halted', updated_at = now() "
+      "where id = $1 and state = 'active' returning 1",
+      rollout.release_id);
+  if (halted.empty()) return;
+  Json d = detail;
+  d["release"] = {{"model", rollout.model}, {"version", rollout.version}};
+  d["reason"] = "rollout " + rollout.id + " aborted";
+  RecordEvent(txn, {.cycle_id = rollout.cycle_id,
+                    .rollout_id = rollout.id,
+                    .kind = "release_halted",
+                    .from_state = "active",
+                    .to_state = "halted",
+                    .detail = d});
+}
+
+// The operator's word for a command, as typed on the command line.
+std::string CommandWord(fleet::Event e) {
+  switch (e) {
+    case fleet::Event::kOperatorPause:
+      return "pause";
+    case fleet::Event::kOperatorResume:
+      return "resume";
+    case fleet::Event::kOperatorAbort:
+      return "abort";
+    case fleet::Event::kApproved:
+      return "approve";
+    case fleet::Event::kDenied:
+      return "deny";
+    default:
+      return "";
+  }
+}
+
+}  // namespace
+
 void WriteChanges(pqxx::transaction_base& txn, const RolloutRow& rollout,
                   const std::vector<fleet::Change>& changes, const Json& detail) {
   for (const fleet::Change& c : changes) {
@@ -155,23 +194,6 @@ void WriteChanges(pqxx::transaction_base& txn, const RolloutRow& rollout,
           "  finished_at = case when $4 then now() else finished_at end "
           "where id = $1",
           rollout.id, to, c.reason, fleet::IsTerminal(state));
-      if (fleet::OnEnter(state).halt_release) {
-        auto halted = txn.exec_params(
-            "update fleetwave.releases set state = 'halted', updated_at = now() "
-            "where id = $1 and state = 'active' returning 1",
-            rollout.release_id);
-        if (!halted.empty()) {
-          Json d = detail;
-          d["release"] = {{"model", rollout.model}, {"version", rollout.version}};
-          d["reason"] = "rollout " + rollout.id + " aborted";
-          RecordEvent(txn, {.cycle_id = rollout.cycle_id,
-                            .rollout_id = rollout.id,
-                            .kind = "release_halted",
-                            .from_state = "active",
-                            .to_state = "halted",
-                            .detail = d});
-        }
-      }
     } else {
       txn.exec_params(
           "update fleetwave.waves set state = $3, "
@@ -195,6 +217,10 @@ void WriteChanges(pqxx::transaction_base& txn, const RolloutRow& rollout,
                       .from_state = std::string(c.from),
                       .to_state = to,
                       .detail = d});
+    // The effect after its cause in the history: the release is halted after the rollout's
+    // own change is recorded.
+    if (c.wave == 0 && fleet::OnEnter(*fleet::ParseRolloutState(to)).halt_release)
+      HaltRelease(txn, rollout, detail);
   }
 }
 
@@ -202,6 +228,9 @@ void WriteChanges(pqxx::transaction_base& txn, const RolloutRow& rollout,
 
 fleet::RolloutState ApplyOperatorCommand(pqxx::transaction_base& txn, const std::string& rollout_id,
                                          fleet::Event command, const std::string& actor) {
+  const std::string word = CommandWord(command);
+  if (word.empty())
+    throw Error("not an operator command: " + std::string(fleet::ToString(command)));
   std::vector<WaveRow> waves;
   RolloutRow rollout = LockRollout(txn, rollout_id, &waves);
   auto changes = fleet::ApplyRolloutEvent(SnapshotOf(rollout, waves), command);
@@ -219,10 +248,13 @@ fleet::RolloutState ApplyOperatorCommand(pqxx::transaction_base& txn, const std:
   if (command == fleet::Event::kApproved || command == fleet::Event::kDenied) {
     auto decided = txn.exec_params(
         "update fleetwave.approvals set state = $2, decided_at = now(), decided_by = $3 "
-        "where rollout_id = $1 and state = 'pending' returning wave",
+        "where rollout_id = $1 and state = 'pending' and expires_at > clock_timestamp() "
+        "returning wave",
         rollout_id, command == fleet::Event::kApproved ? "approved" : "denied", actor);
     if (decided.empty())
-      throw Conflict("rollout " + rollout_id + " has no pending approval to decide");
+      throw Conflict("rollout " + rollout_id +
+                     " has no unexpired approval to decide; an expired one pauses the rollout, "
+                     "and `fleetwave rollout resume` asks again");
     const int wave = decided[0][0].as<int>();
     detail["approvalWave"] = wave;
     RecordEvent(
@@ -245,9 +277,373 @@ fleet::RolloutState ApplyOperatorCommand(pqxx::transaction_base& txn, const std:
     }
   }
   for (auto& c : *changes)
-    if (c.reason.empty()) c.reason = std::string(fleet::ToString(command)) + " by " + actor;
+    if (c.reason.empty()) c.reason = word + " by " + actor;
   WriteChanges(txn, rollout, *changes, detail);
   return *fleet::ParseRolloutState(changes->front().to);
+}
+
+}  // namespace db
+
+// ---- The controller's passes ----------------------------------------------------------------
+
+namespace db {
+namespace {
+
+// The devices a rollout of release $4 (model $2, version key $3) targets.
+constexpr const char* kEligibleDevices =
+    " from fleetwave.devices d "
+    " where d.model = $2 and d.firmware_key < $3 and not d.quarantined "
+    "   and not exists (select 1 from fleetwave.quarantines q "
+    "                   where q.release_id = $4 and q.thing_name = d.id) "
+    "   and not exists (select 1 from fleetwave.job_executions e "
+    "                   where e.thing_name = d.id and e.status in ('QUEUED', 'IN_PROGRESS')) ";
+
+std::string IntArrayLiteral(const std::vector<int64_t>& values) {
+  std::string s = "{";
+  for (size_t i = 0; i < values.size(); ++i) s += (i ? "," : "") + std::to_string(values[i]);
+  return s + "}";
+}
+
+}  // namespace
+
+std::vector<std::string> PlanCycle(pqxx::transaction_base& txn, int64_t cycle_id,
+                                   const fleet::Plan& plan) {
+  const std::string plan_json = fleet::PlanToJson(plan);
+  txn.exec_params("update fleetwave.cycles set planned_at = now(), plan = $2::jsonb where id = $1",
+                  cycle_id, plan_json);
+  auto releases = txn.exec(
+      "select distinct on (model) id, model, version, version_key from fleetwave.releases "
+      "where state = 'active' order by model, version_key desc");
+  std::vector<std::string> created;
+  for (const auto& rel : releases) {
+    const int64_t release_id = rel[0].as<int64_t>();
+    const std::string model = rel[1].as<std::string>();
+    const std::string version = rel[2].as<std::string>();
+    const std::string version_key = rel[3].as<std::string>();
+    const std::string id = fleet::RolloutId(model, version, cycle_id);
+    const int64_t n = txn.exec_params1(std::string("select count(*), $1::text") + kEligibleDevices,
+                                       id, model, version_key, release_id)[0]
+                          .as<int64_t>();
+    if (n == 0) continue;
+    const std::vector<int64_t> targets = fleet::CumulativeTargets(n, plan.waves);
+    const std::vector<int64_t> sizes = fleet::WaveSizes(targets);
+    txn.exec_params(
+        "insert into fleetwave.rollouts (id, cycle_id, release_id, total, plan, job_document) "
+        "select $1, $2, r.id, $4, $5::jsonb, jsonb_build_object('operation', 'firmware.update', "
+        "  'release', jsonb_build_object('model', r.model, 'version', r.version, 'url', r.url, "
+        "    'sha256', r.sha256, 'size', r.size)) "
+        "  || case when r.signature is null then '{}'::jsonb "
+        "          else jsonb_build_object('signature', r.signature) end "
+        "from fleetwave.releases r where r.id = $3",
+        id, cycle_id, release_id, n, plan_json);
+    // Wave k holds positions [target_{k-1}, target_k): width_bucket counts the targets <= pos.
+    std::vector<int64_t> bounds(targets.begin(), targets.end() - 1);
+    auto inserted = txn.exec_params(
+        std::string("insert into fleetwave.rollout_targets (rollout_id, position, thing_name, "
+                    "wave) "
+                    "select $1, pos, id, width_bucket(pos, $5::bigint[]) + 1 from ("
+                    "  select d.id, row_number() over (order by (d.ring = 'canary') desc, "
+                    "    left(md5($1 || '/' || d.id), 16) collate \"C\", d.id collate \"C\") - 1 "
+                    "    as pos") +
+            kEligibleDevices + ") ranked",
+        id, model, version_key, release_id, IntArrayLiteral(bounds));
+    if (static_cast<int64_t>(inserted.affected_rows()) != n)
+      throw Conflict("devices of model " + model + " changed while the cycle was planned");
+    int64_t first = 0;
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      txn.exec_params(
+          "insert into fleetwave.waves (rollout_id, wave, planned, first_position) "
+          "values ($1, $2, $3, $4)",
+          id, static_cast<int>(k + 1), sizes[k], first);
+      first += sizes[k];
+    }
+    RecordEvent(
+        txn,
+        {.cycle_id = cycle_id,
+         .rollout_id = id,
+         .kind = "rollout_created",
+         .to_state = "running",
+         .detail = {{"model", model}, {"version", version}, {"devices", n}, {"waves", sizes}}});
+    created.push_back(id);
+  }
+  return created;
+}
+
+int64_t CompleteCycle(pqxx::transaction_base& txn, int64_t cycle_id, int64_t delay_seconds) {
+  txn.exec_params(
+      "update fleetwave.cycles set state = 'completed', finished_at = now() where id = $1 "
+      "and state = 'running'",
+      cycle_id);
+  RecordEvent(txn, {.cycle_id = cycle_id,
+                    .kind = std::string(fleet::ToString(fleet::Event::kAllRolloutsTerminal)),
+                    .from_state = "running",
+                    .to_state = "completed"});
+  auto next = StartCycle(txn, "controller", delay_seconds);
+  if (!next)
+    throw Conflict("another cycle started while cycle " + std::to_string(cycle_id) +
+                   " was completing");
+  return *next;
+}
+
+void Heartbeat(pqxx::transaction_base& txn, int64_t cycle_id, int64_t epoch) {
+  txn.exec_params(
+      "update fleetwave.cycles set heartbeat_at = clock_timestamp(), leader_epoch = $2 "
+      "where id = $1",
+      cycle_id, epoch);
+}
+
+std::vector<RolloutRef> CycleRollouts(pqxx::transaction_base& txn, int64_t cycle_id) {
+  auto rows = txn.exec_params(
+      "select r.id, r.state, r.state in ('completed', 'aborted', 'superseded') and exists ("
+      "  select 1 from fleetwave.job_executions e where e.job_id = r.id and e.status = 'QUEUED') "
+      "from fleetwave.rollouts r where r.cycle_id = $1 order by r.id",
+      cycle_id);
+  std::vector<RolloutRef> out;
+  for (const auto& r : rows)
+    out.push_back({r[0].as<std::string>(), *fleet::ParseRolloutState(r[1].as<std::string>()),
+                   r[2].as<bool>()});
+  return out;
+}
+
+std::vector<fleet::StatusCounts> CountByWave(pqxx::transaction_base& txn,
+                                             const std::string& rollout_id, int waves) {
+  std::vector<fleet::StatusCounts> counts(static_cast<size_t>(waves));
+  auto rows = txn.exec_params(
+      "select wave, status, count(*) from fleetwave.job_executions where job_id = $1 "
+      "group by wave, status",
+      rollout_id);
+  for (const auto& r : rows) {
+    const int wave = r[0].as<int>();
+    if (wave < 1 || wave > waves) continue;
+    counts[static_cast<size_t>(wave - 1)].Add(*fleet::ParseJobStatus(r[1].as<std::string>()),
+                                              r[2].as<int64_t>());
+  }
+  return counts;
+}
+
+std::vector<DueExecution> TimedOutExecutions(pqxx::transaction_base& txn,
+                                             const std::string& rollout_id,
+                                             const fleet::Timeouts& timeouts, int64_t limit) {
+  // fleet::TimeoutDeadline in SQL, by the database clock.
+  auto rows = txn.exec_params(
+      "select thing_name, case "
+      "  when status = 'QUEUED' then 'QUEUED longer than ' || $2::bigint || "
+      "    ' s (timeouts.queuedSeconds)' "
+      "  when step_timeout_at <= clock_timestamp() then 'step timeout set by the device passed' "
+      "  else 'IN_PROGRESS longer than ' || $3::bigint || ' s (timeouts.inProgressSeconds)' end "
+      "from fleetwave.job_executions "
+      "where job_id = $1 and status in ('QUEUED', 'IN_PROGRESS') and ("
+      "  (status = 'QUEUED' and queued_at + make_interval(secs => $2::bigint) "
+      "     <= clock_timestamp()) or "
+      "  (status = 'IN_PROGRESS' and (coalesce(started_at, queued_at) "
+      "     + make_interval(secs => $3::bigint) <= clock_timestamp() "
+      "     or step_timeout_at <= clock_timestamp()))) "
+      "limit $4",
+      rollout_id, timeouts.queued_seconds, timeouts.in_progress_seconds, limit);
+  std::vector<DueExecution> out;
+  for (const auto& r : rows) out.push_back({r[0].as<std::string>(), r[1].as<std::string>()});
+  return out;
+}
+
+std::vector<UnsettledFailure> UnsettledFailures(pqxx::transaction_base& txn,
+                                                const RolloutRow& rollout, int64_t limit) {
+  // A device's failures of the release: every retried attempt failed once (attempts - 1), plus
+  // the current status when it is a failure, over every rollout of the release.
+  auto rows = txn.exec_params(
+      "select e.thing_name, e.status, e.attempts, ("
+      "  select sum(o.attempts - 1 + (o.status in ('FAILED', 'REJECTED', 'TIMED_OUT'))::int) "
+      "  from fleetwave.job_executions o join fleetwave.rollouts r on r.id = o.job_id "
+      "  where o.thing_name = e.thing_name and r.release_id = $2) "
+      "from fleetwave.job_executions e "
+      "where e.job_id = $1 and e.status in ('FAILED', 'REJECTED', 'TIMED_OUT') and not e.settled "
+      "limit $3",
+      rollout.id, rollout.release_id, limit);
+  std::vector<UnsettledFailure> out;
+  for (const auto& r : rows)
+    out.push_back({r[0].as<std::string>(), *fleet::ParseJobStatus(r[1].as<std::string>()),
+                   r[2].as<int64_t>(), std::max<int64_t>(1, r[3].as<int64_t>())});
+  return out;
+}
+
+namespace {
+
+std::string JsonArray(const std::vector<std::string>& values) {
+  return nlohmann::json(values).dump();
+}
+
+}  // namespace
+
+void SettleFailures(pqxx::transaction_base& txn, const RolloutRow& rollout,
+                    const std::vector<std::string>& final_failures,
+                    const std::vector<std::string>& quarantine) {
+  std::vector<std::string> all = final_failures;
+  all.insert(all.end(), quarantine.begin(), quarantine.end());
+  if (all.empty()) return;
+  txn.exec_params(
+      "update fleetwave.job_executions set settled = true where job_id = $1 "
+      "and thing_name in (select jsonb_array_elements_text($2::jsonb))",
+      rollout.id, JsonArray(all));
+  if (quarantine.empty()) return;
+  const std::string reason = "failed release " + rollout.version + " " +
+                             std::to_string(rollout.plan.max_attempts_per_release) +
+                             " times (maxAttemptsPerRelease)";
+  auto added = txn.exec_params(
+      "insert into fleetwave.quarantines (thing_name, release_id, reason) "
+      "select x, $2, $3 from jsonb_array_elements_text($1::jsonb) x "
+      "on conflict do nothing returning thing_name",
+      JsonArray(quarantine), rollout.release_id, reason);
+  for (const auto& r : added) {
+    RecordEvent(txn, {.cycle_id = rollout.cycle_id,
+                      .rollout_id = rollout.id,
+                      .kind = "device_quarantined",
+                      .detail = {{"thing", r[0].as<std::string>()},
+                                 {"release", rollout.version},
+                                 {"reason", reason}}});
+  }
+}
+
+std::vector<std::string> QueuedThings(pqxx::transaction_base& txn, const std::string& rollout_id,
+                                      int64_t limit) {
+  auto rows = txn.exec_params(
+      "select thing_name from fleetwave.job_executions where job_id = $1 and status = 'QUEUED' "
+      "limit $2",
+      rollout_id, limit);
+  std::vector<std::string> out;
+  for (const auto& r : rows) out.push_back(r[0].as<std::string>());
+  return out;
+}
+
+std::vector<std::string> NextTargets(pqxx::transaction_base& txn, const std::string& rollout_id,
+                                     const WaveRow& wave, int64_t limit) {
+  auto rows = txn.exec_params(
+      "select thing_name from fleetwave.rollout_targets where rollout_id = $1 "
+      "and position >= $2 and position < $3 order by position limit $4",
+      rollout_id, wave.first_position + wave.queued, wave.first_position + wave.planned, limit);
+  std::vector<std::string> out;
+  for (const auto& r : rows) out.push_back(r[0].as<std::string>());
+  return out;
+}
+
+void AddQueued(pqxx::transaction_base& txn, const std::string& rollout_id, int wave, int64_t n) {
+  txn.exec_params(
+      "update fleetwave.waves set queued = queued + $3 where rollout_id = $1 and wave = $2",
+      rollout_id, wave, n);
+}
+
+int64_t QueuedLastMinute(pqxx::transaction_base& txn, const std::string& rollout_id) {
+  return txn
+      .exec_params1(
+          "select count(*) from fleetwave.job_executions where job_id = $1 "
+          "and queued_at > clock_timestamp() - interval '60 seconds'",
+          rollout_id)[0]
+      .as<int64_t>();
+}
+
+fleet::HealthSample ReadHealthSample(pqxx::transaction_base& txn, const RolloutRow& rollout,
+                                     int wave, const std::string& metric, int64_t since) {
+  auto rows = txn.exec_params(
+      "with reports as ("
+      "  select t.thing_name, t.received_at, (t.payload ->> $3)::float8 as v, "
+      "    tg.wave <= $2 as updated "
+      "  from fleetwave.telemetry t "
+      "  join fleetwave.rollout_targets tg on tg.rollout_id = $1 and tg.thing_name = t.thing_name "
+      "  left join fleetwave.job_executions e on e.job_id = $1 and e.thing_name = t.thing_name "
+      "  where t.received_at >= to_timestamp($4) and jsonb_typeof(t.payload -> $3) = 'number' "
+      "    and ((tg.wave <= $2 and e.status = 'SUCCEEDED' and t.received_at >= e.last_updated_at) "
+      "      or (tg.wave > $2 and e.thing_name is null))), "
+      "per_device as ("
+      "  select updated, thing_name, greatest((array_agg(v order by received_at desc))[1] "
+      "      - (array_agg(v order by received_at))[1], 0) as events, "
+      "    extract(epoch from max(received_at) - min(received_at))::float8 as exposure "
+      "  from reports group by updated, thing_name) "
+      "select updated, count(*), coalesce(round(sum(events)), 0)::bigint, "
+      "  coalesce(sum(exposure), 0)::float8 "
+      "from per_device where exposure > 0 group by updated",
+      rollout.id, wave, metric, since);
+  fleet::HealthSample sample;
+  for (const auto& r : rows) {
+    fleet::HealthGroup& g = r[0].as<bool>() ? sample.updated : sample.control;
+    g.devices = r[1].as<int64_t>();
+    g.events = r[2].as<int64_t>();
+    g.exposure_seconds = r[3].as<double>();
+  }
+  return sample;
+}
+
+void SetThresholdMet(pqxx::transaction_base& txn, const std::string& rollout_id, int wave,
+                     int64_t at) {
+  txn.exec_params(
+      "update fleetwave.waves set threshold_met_at = to_timestamp($3) "
+      "where rollout_id = $1 and wave = $2 and threshold_met_at is null",
+      rollout_id, wave, at);
+}
+
+void SetVerdict(pqxx::transaction_base& txn, const std::string& rollout_id, int wave,
+                const std::string& verdict) {
+  txn.exec_params("update fleetwave.waves set verdict = $3 where rollout_id = $1 and wave = $2",
+                  rollout_id, wave, verdict);
+}
+
+std::optional<PendingApproval> FindPendingApproval(pqxx::transaction_base& txn,
+                                                   const std::string& rollout_id) {
+  auto rows = txn.exec_params(
+      "select id, wave, extract(epoch from expires_at)::bigint from fleetwave.approvals "
+      "where rollout_id = $1 and state = 'pending'",
+      rollout_id);
+  if (rows.empty()) return std::nullopt;
+  return PendingApproval{rows[0][0].as<int64_t>(), rows[0][1].as<int>(), rows[0][2].as<int64_t>()};
+}
+
+int64_t CreateApproval(pqxx::transaction_base& txn, const RolloutRow& rollout, int wave,
+                       const std::string& token_hash, int64_t expires_at,
+                       const nlohmann::json& detail) {
+  // A rollout paused while it awaited approval asks again when resumed: the old token dies.
+  txn.exec_params(
+      "update fleetwave.approvals set state = 'expired', decided_at = now() "
+      "where rollout_id = $1 and state = 'pending'",
+      rollout.id);
+  const int64_t id = txn.exec_params1(
+                            "insert into fleetwave.approvals (rollout_id, wave, token_hash, "
+                            "expires_at) values ($1, $2, $3, to_timestamp($4)) returning id",
+                            rollout.id, wave, token_hash, expires_at)[0]
+                         .as<int64_t>();
+  nlohmann::json d = detail;
+  d["approval"] = id;
+  d["expiresAt"] = expires_at;
+  RecordEvent(txn, {.cycle_id = rollout.cycle_id,
+                    .rollout_id = rollout.id,
+                    .wave = wave,
+                    .kind = "approval_requested",
+                    .to_state = "pending",
+                    .detail = d});
+  return id;
+}
+
+void ExpireApproval(pqxx::transaction_base& txn, const RolloutRow& rollout,
+                    const PendingApproval& approval) {
+  txn.exec_params(
+      "update fleetwave.approvals set state = 'expired', decided_at = now() "
+      "where id = $1 and state = 'pending'",
+      approval.id);
+  RecordEvent(txn, {.cycle_id = rollout.cycle_id,
+                    .rollout_id = rollout.id,
+                    .wave = approval.wave,
+                    .kind = "approval_expired_token",
+                    .from_state = "pending",
+                    .to_state = "expired",
+                    .detail = {{"approval", approval.id}}});
+}
+
+std::string LoadOrCreateSecret(pqxx::transaction_base& txn, const std::string& name,
+                               const std::string& fresh) {
+  txn.exec_params(
+      "insert into fleetwave.secrets (name, value) values ($1, convert_to($2, 'UTF8')) "
+      "on conflict (name) do nothing",
+      name, fresh);
+  return txn
+      .exec_params1("select convert_from(value, 'UTF8') from fleetwave.secrets where name = $1",
+                    name)[0]
+      .as<std::string>();
 }
 
 }  // namespace db

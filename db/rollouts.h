@@ -17,8 +17,10 @@
 
 #include "db/connection.h"
 #include "fleet/gates.h"
+#include "fleet/jobs.h"
 #include "fleet/plan.h"
 #include "fleet/rollout_machine.h"
+#include "fleet/wave_planner.h"
 
 namespace db {
 
@@ -110,6 +112,103 @@ fleet::RolloutSnapshot SnapshotOf(const RolloutRow& rollout, const std::vector<W
 void WriteChanges(pqxx::transaction_base& txn, const RolloutRow& rollout,
                   const std::vector<fleet::Change>& changes,
                   const nlohmann::json& detail = nlohmann::json::object());
+
+// ---- The controller's passes ----------------------------------------------------------------
+
+// Marks the cycle planned with `plan` and creates its rollouts: per model, the newest active
+// release that some devices lack (firmware older than it, not quarantined, not quarantined for
+// that release, no pending execution of another rollout). Each gets its devices in rollout order
+// (canary ring first, then md5 of rollout and device id, see fleet/wave_planner.h) in
+// rollout_targets, its waves sized by the plan, and a "rollout_created" event. Returns the ids.
+std::vector<std::string> PlanCycle(pqxx::transaction_base& txn, int64_t cycle_id,
+                                   const fleet::Plan& plan);
+
+// Completes the running cycle and starts the next one (planning after `delay_seconds`) in the
+// same transaction, so exactly one cycle is always running. Returns the next cycle's id.
+int64_t CompleteCycle(pqxx::transaction_base& txn, int64_t cycle_id, int64_t delay_seconds);
+
+// The leader's heartbeat on the running cycle (the watchdog reads it).
+void Heartbeat(pqxx::transaction_base& txn, int64_t cycle_id, int64_t epoch);
+
+struct RolloutRef {
+  std::string id;
+  fleet::RolloutState state = fleet::RolloutState::kRunning;
+  bool has_queued = false;  // QUEUED executions left (a terminal rollout cancels them)
+};
+std::vector<RolloutRef> CycleRollouts(pqxx::transaction_base& txn, int64_t cycle_id);
+
+// Counts of the rollout's executions per wave: result[k - 1] is wave k.
+std::vector<fleet::StatusCounts> CountByWave(pqxx::transaction_base& txn,
+                                             const std::string& rollout_id, int waves);
+
+// Up to `limit` QUEUED or IN_PROGRESS executions of the rollout past their timeout at the
+// database clock, with the reason for statusDetails.
+struct DueExecution {
+  std::string thing;
+  std::string reason;
+};
+std::vector<DueExecution> TimedOutExecutions(pqxx::transaction_base& txn,
+                                             const std::string& rollout_id,
+                                             const fleet::Timeouts& timeouts, int64_t limit);
+
+// Up to `limit` failed executions of the rollout not yet settled, with the device's failures of
+// the release over all cycles (this one included).
+struct UnsettledFailure {
+  std::string thing;
+  fleet::JobStatus status = fleet::JobStatus::kFailed;
+  int64_t attempts = 1;
+  int64_t release_failures = 1;
+};
+std::vector<UnsettledFailure> UnsettledFailures(pqxx::transaction_base& txn,
+                                                const RolloutRow& rollout, int64_t limit);
+// Marks failures settled; quarantines `quarantine` devices for the release with an event each.
+void SettleFailures(pqxx::transaction_base& txn, const RolloutRow& rollout,
+                    const std::vector<std::string>& final_failures,
+                    const std::vector<std::string>& quarantine);
+
+// Up to `limit` devices with a QUEUED execution of the rollout.
+std::vector<std::string> QueuedThings(pqxx::transaction_base& txn, const std::string& rollout_id,
+                                      int64_t limit);
+
+// The next `limit` devices of the wave not queued yet, in rollout order.
+std::vector<std::string> NextTargets(pqxx::transaction_base& txn, const std::string& rollout_id,
+                                     const WaveRow& wave, int64_t limit);
+// Records that `n` more of the wave's devices were queued (commits with their executions).
+void AddQueued(pqxx::transaction_base& txn, const std::string& rollout_id, int wave, int64_t n);
+// Executions of the rollout queued in the last 60 seconds (maxPerMinute).
+int64_t QueuedLastMinute(pqxx::transaction_base& txn, const std::string& rollout_id);
+
+// The health sample for the rollout's active wave over [since, now]: updated = devices of
+// waves <= `wave` whose execution SUCCEEDED (reports since it did), control = devices of later
+// waves without an execution. Per device: events = increase of `metric` between its first and
+// last report in the window (a decrease, a counter reset, counts 0), exposure = seconds between.
+fleet::HealthSample ReadHealthSample(pqxx::transaction_base& txn, const RolloutRow& rollout,
+                                     int wave, const std::string& metric, int64_t since);
+
+// Wave bookkeeping beside the state changes of WriteChanges.
+void SetThresholdMet(pqxx::transaction_base& txn, const std::string& rollout_id, int wave,
+                     int64_t at);
+void SetVerdict(pqxx::transaction_base& txn, const std::string& rollout_id, int wave,
+                const std::string& verdict);
+
+// Approvals. A pending approval for the rollout, if any.
+struct PendingApproval {
+  int64_t id = 0;
+  int wave = 0;
+  int64_t expires_at = 0;
+};
+std::optional<PendingApproval> FindPendingApproval(pqxx::transaction_base& txn,
+                                                   const std::string& rollout_id);
+// Stores a new pending approval (only the token's hash) with an "approval_requested" event.
+int64_t CreateApproval(pqxx::transaction_base& txn, const RolloutRow& rollout, int wave,
+                       const std::string& token_hash, int64_t expires_at,
+                       const nlohmann::json& detail);
+void ExpireApproval(pqxx::transaction_base& txn, const RolloutRow& rollout,
+                    const PendingApproval& approval);
+
+// A shared secret by name, created with `fresh` on first use (the first committer wins).
+std::string LoadOrCreateSecret(pqxx::transaction_base& txn, const std::string& name,
+                               const std::string& fresh);
 
 // ---- Operator commands ----------------------------------------------------------------------
 

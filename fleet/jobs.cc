@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <nlohmann/json.hpp>
+
 namespace fleet {
 namespace {
 
@@ -100,6 +102,57 @@ ThingJobs::ThingJobs(std::string thing, std::vector<Execution> executions)
   initial_pending_ = PendingSet();
   for (Execution& e : fresh) executions_.push_back(std::move(e));
   std::sort(executions_.begin(), executions_.end(), Older);
+}
+
+bool ThingJobs::TimeOut(const std::string& job_id, int64_t now, const std::string& reason) {
+  Execution* e = Find(job_id);
+  if (!e || (e->status != JobStatus::kQueued && e->status != JobStatus::kInProgress)) return false;
+  e->status = JobStatus::kTimedOut;
+  e->status_details["reason"] = reason;
+  e->last_updated_at = now;
+  ++e->version_number;
+  e->dirty = true;
+  return true;
+}
+
+bool ThingJobs::Cancel(const std::string& job_id, int64_t now) {
+  Execution* e = Find(job_id);
+  if (!e || e->status != JobStatus::kQueued) return false;
+  e->status = JobStatus::kCanceled;
+  e->last_updated_at = now;
+  ++e->version_number;
+  e->dirty = true;
+  return true;
+}
+
+bool ThingJobs::Requeue(const std::string& job_id, int64_t now, std::optional<int64_t> deadline) {
+  Execution* e = Find(job_id);
+  if (!e || (e->status != JobStatus::kFailed && e->status != JobStatus::kRejected &&
+             e->status != JobStatus::kTimedOut))
+    return false;
+  e->status = JobStatus::kQueued;
+  e->status_details.clear();
+  ++e->execution_number;
+  ++e->version_number;
+  e->queued_at = now;
+  e->started_at.reset();
+  e->step_timeout_at.reset();
+  e->last_updated_at = now;
+  e->deadline = deadline;
+  e->last_client_token.reset();
+  e->last_answer.reset();
+  auto doc = nlohmann::json::parse(e->job_document, nullptr, false);
+  if (doc.is_object()) {
+    doc["issuedAt"] = now;
+    if (deadline)
+      doc["expiresAt"] = *deadline;
+    else
+      doc.erase("expiresAt");
+    e->job_document = doc.dump();
+  }
+  e->dirty = true;
+  std::stable_sort(executions_.begin(), executions_.end(), Older);
+  return true;
 }
 
 std::string ThingJobs::Identity(const Execution* e) const {

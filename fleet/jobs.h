@@ -69,8 +69,9 @@ struct Execution {
   std::optional<int64_t> started_at;
   int64_t last_updated_at = 0;
   std::optional<int64_t> step_timeout_at;
-  std::string job_document;     // JSON object text
-  std::string release_version;  // the firmware a SUCCEEDED execution installs
+  std::optional<int64_t> deadline;  // the job document's expiresAt (QUEUED expiry)
+  std::string job_document;         // JSON object text
+  std::string release_version;      // the firmware a SUCCEEDED execution installs
   std::optional<std::string> last_client_token;
   std::optional<std::string> last_answer;  // the accepted answer to last_client_token
   // Set by ThingJobs when changed; the store writes it guarded by the version it read.
@@ -131,6 +132,16 @@ class ThingJobs {
   Outcome Describe(const std::string& job_id, const DescribeRequest& request) const;
   Outcome Update(const std::string& job_id, const UpdateRequest& request,
                  const std::optional<std::string>& client_token, int64_t now);
+
+  // The controller's decisions. Each returns whether it changed the execution; an execution that
+  // is absent or whose status no longer allows it (the device reported first) stays unchanged.
+  // QUEUED or IN_PROGRESS -> TIMED_OUT (statusDetails.reason names the timeout).
+  bool TimeOut(const std::string& job_id, int64_t now, const std::string& reason);
+  // QUEUED -> CANCELED.
+  bool Cancel(const std::string& job_id, int64_t now);
+  // FAILED, REJECTED or TIMED_OUT -> QUEUED as a new execution: executionNumber + 1, no details,
+  // queued now with the given expiry (the job document's issuedAt and expiresAt follow).
+  bool Requeue(const std::string& job_id, int64_t now, std::optional<int64_t> deadline);
 
   // The execution a device works on next: the oldest IN_PROGRESS, else the oldest QUEUED.
   const Execution* Next() const;

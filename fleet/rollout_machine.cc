@@ -1,5 +1,7 @@
 #include "fleet/rollout_machine.h"
 
+#include "fleet/wave_planner.h"
+
 #include <algorithm>
 
 namespace fleet {
@@ -345,6 +347,23 @@ std::optional<Event> DecideCycle(CycleState state, const std::vector<RolloutStat
   for (RolloutState r : rollouts)
     if (!IsTerminal(r)) return std::nullopt;
   return E::kAllRolloutsTerminal;
+}
+
+std::string RolloutId(std::string_view model, std::string_view version, int64_t cycle) {
+  std::string name = "fw-" + std::string(model) + "-" + std::string(version);
+  const std::string suffix = "-c" + std::to_string(cycle);
+  for (char& c : name) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == ':' || c == '-';
+    if (!ok) c = '_';
+  }
+  constexpr size_t kMax = 64;
+  if (name.size() + suffix.size() > kMax) {
+    const std::string hash =
+        "-" + Md5Hex(std::string(model) + "/" + std::string(version)).substr(0, 8);
+    name = name.substr(0, kMax - suffix.size() - hash.size()) + hash;
+  }
+  return name + suffix;
 }
 
 }  // namespace fleet

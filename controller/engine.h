@@ -1,0 +1,91 @@
+// The controller's never-ending rollout machine (DESIGN §4): leader election, then reconcile
+// passes over the running cycle, while the jobs service answers the devices.
+//
+// Standby until it holds the leader lease (db::Lease, timed by the database clock); then it
+// serves the devices (JobsService) and, every reconcile interval, runs one pass:
+//   1. the cycle: start one if none runs, heartbeat it, plan it once its not_before has come;
+//   2. each rollout: time out silent executions and re-queue retries (with their notices),
+//      settle final failures and quarantines, judge the active wave's gate, apply the decision
+//      of fleet::DecideWave with its events, issue approval tokens, and queue the next devices
+//      of the running wave (maxPerMinute, in bounded chunks);
+//   3. complete the cycle when every rollout is terminal and create the next one.
+// Each step reads the truth from PostgreSQL, decides purely (fleet/), and writes in a
+// transaction fenced by the lease epoch, so nothing needed for correctness lives in memory: a
+// standby that takes over, or a restarted controller, resumes exactly where the data says.
+// Losing the lease stops the jobs service and every write at once.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "controller/jobs_service.h"
+#include "fleet/plan.h"
+
+namespace controller {
+
+struct EngineOptions {
+  fleet::Plan plan;  // used for cycles planned from now on; a rollout keeps its own copy
+  std::chrono::seconds lease_ttl{10};
+  std::chrono::milliseconds reconcile_interval{1000};
+  // Approve and deny URLs are <base>/approvals/<token>/approve|deny.
+  std::string approval_base_url = "http://127.0.0.1:8080";
+  int64_t chunk = 5000;  // executions per transaction when queuing, timing out, cancelling
+  std::string lease_name = "controller";
+};
+
+struct EngineStats {
+  bool leading = false;
+  int64_t epoch = 0;
+  uint64_t passes = 0;
+  uint64_t pass_errors = 0;
+  uint64_t leaderships = 0;  // how often this process became leader
+};
+
+class Engine {
+ public:
+  Engine(EngineOptions options, JobsServiceOptions jobs);
+  ~Engine();  // Stop()
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  void Start();
+  // Stops passes and the jobs service and releases the lease, so a standby takes over at once.
+  void Stop();
+  EngineStats stats() const;
+  // True once this process leads and its jobs service is connected and subscribed.
+  bool WaitServing(std::chrono::milliseconds timeout);
+
+ private:
+  void LeaseLoop();
+  void PassLoop();
+  void Pass();
+  void ReconcileRollout(const std::string& rollout_id, bool terminal, bool has_queued);
+  void FenceTxn(pqxx::work& txn) const;
+  pqxx::connection& Conn();
+  void Wait(std::chrono::milliseconds d);
+
+  EngineOptions options_;
+  JobsServiceOptions jobs_options_;
+  std::string holder_;
+  std::unique_ptr<JobsService> jobs_;  // while leading; guarded by jobs_mu_ for WaitServing
+  std::mutex jobs_mu_;
+  std::unique_ptr<pqxx::connection> conn_;
+
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> leading_{false};
+  std::atomic<int64_t> epoch_{0};
+  std::thread lease_thread_;
+  std::thread pass_thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  mutable std::mutex stats_mu_;
+  EngineStats stats_;
+};
+
+}  // namespace controller

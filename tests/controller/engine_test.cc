@@ -1,0 +1,414 @@
+// The rollout machine end to end: a real PostgreSQL and Mosquitto, the engine (leader lease,
+// reconcile passes, jobs service) and a fleet of test devices speaking the AWS IoT Jobs MQTT
+// API, each with a behaviour: succeed, fail, stay silent, or succeed and then crash a lot.
+#include "controller/engine.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+
+#include "db/registry.h"
+#include "db/rollouts.h"
+#include "tests/support/test_database.h"
+#include "tests/support/test_device.h"
+
+namespace controller {
+namespace {
+
+using Json = nlohmann::json;
+using testing::HasSubstr;
+using testing_support::TestDatabase;
+using testing_support::TestDevice;
+using namespace std::chrono_literals;
+
+enum class Behaviour { kSucceed, kFail, kSilent, kCrashy, kFailFirst };
+
+// One device: a thread that boots (asks start-next), then acts on every notify-next, and
+// publishes health telemetry every 100 ms when asked to.
+class SimDevice {
+ public:
+  SimDevice(std::string thing, std::string root, Behaviour b, bool telemetry)
+      : behaviour_(b), telemetry_(telemetry), device_(std::move(thing), std::move(root)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~SimDevice() {
+    stop_ = true;
+    thread_.join();
+  }
+  bool notified() const { return notified_; }
+  std::string firmware() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return firmware_;
+  }
+  int attempts() const { return attempts_; }
+
+ private:
+  void Act() {
+    Json answer = device_.Accepted("jobs/start-next", Json::object());
+    if (!answer.contains("execution")) return;
+    notified_ = true;
+    const Json& e = answer["execution"];
+    const std::string job = e["jobId"];
+    const std::string version = e["jobDocument"]["release"]["version"];
+    ++attempts_;
+    const bool fail =
+        behaviour_ == Behaviour::kFail || (behaviour_ == Behaviour::kFailFirst && attempts_ == 1);
+    if (behaviour_ == Behaviour::kSilent) return;
+    if (fail) {
+      device_.Accepted("jobs/" + job + "/update",
+                       {{"status", "FAILED"}, {"statusDetails", {{"reason", "flash-error"}}}});
+      return;
+    }
+    device_.Accepted("jobs/" + job + "/update",
+                     {{"status", "SUCCEEDED"}, {"statusDetails", {{"firmware", version}}}});
+    std::lock_guard<std::mutex> lock(mu_);
+    firmware_ = version;
+  }
+
+  // A device whose request went unanswered (the controller not up yet) asks again later.
+  bool TryAct() {
+    try {
+      Act();
+      return true;
+    } catch (const std::runtime_error&) {
+      return false;
+    }
+  }
+
+  void Run() {
+    bool booted = false;  // asked for work once at start
+    auto next_report = std::chrono::steady_clock::now();
+    while (!stop_) {
+      if (!booted) booted = TryAct();
+      if (auto n = device_.Notice("notify-next", 50ms)) {
+        if (n->contains("execution") && !TryAct()) booted = false;
+      }
+      if (telemetry_ && std::chrono::steady_clock::now() >= next_report) {
+        next_report += 100ms;
+        std::string fw = firmware();
+        // Crash-prone firmware crashes 5 times per report; everything else almost never.
+        crashes_ += (behaviour_ == Behaviour::kCrashy && fw != "1.0.0") ? 5 : 0;
+        device_.Send("telemetry", Json{{"firmware", fw}, {"crashCount", crashes_}}.dump());
+      }
+    }
+  }
+
+  Behaviour behaviour_;
+  bool telemetry_;
+  TestDevice device_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> notified_{false};
+  std::atomic<int> attempts_{0};
+  int64_t crashes_ = 0;
+  mutable std::mutex mu_;
+  std::string firmware_ = "1.0.0";
+  std::thread thread_;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static std::atomic<int> counter{0};
+    unique_ = std::to_string(getpid()) + "-" + std::to_string(counter++);
+    root_ = "fwtest/" + unique_ + "/things";
+  }
+  void TearDown() override {
+    engines_.clear();
+    devices_.clear();
+  }
+
+  void Sql(const std::string& sql) {
+    auto c = database_.Connect();
+    pqxx::work txn(*c);
+    txn.exec(sql);
+    txn.commit();
+  }
+  template <typename T>
+  T Query(const std::string& sql) {
+    auto c = database_.Connect();
+    pqxx::work txn(*c);
+    return txn.exec1(sql)[0].as<T>();
+  }
+
+  // Devices d00..dNN of model m1 on 1.0.0, the first `canaries` in the canary ring, and release
+  // 2.0.0 of m1.
+  void Fleet(int n, int canaries = 0) {
+    auto c = database_.Connect();
+    db::Registry registry(*c);
+    for (int i = 0; i < n; ++i) {
+      char id[16];
+      std::snprintf(id, sizeof id, "d%02d", i);
+      registry.AddDevice({id, "m1", "1.0.0", i < canaries ? "canary" : "default", {}});
+    }
+    registry.AddRelease({"m1", "2.0.0", "https://fw.example/m1-2.0.0.bin", std::string(64, 'a'),
+                         1000, fleet::ReleaseState::kActive});
+    devices_count_ = n;
+  }
+
+  void StartDevices(const std::function<Behaviour(int)>& behaviour, bool telemetry = false) {
+    for (int i = 0; i < devices_count_; ++i) {
+      char id[16];
+      std::snprintf(id, sizeof id, "d%02d", i);
+      devices_.push_back(std::make_unique<SimDevice>(id, root_, behaviour(i), telemetry));
+    }
+  }
+
+  Engine& StartEngine(const std::string& plan_json) {
+    EngineOptions e;
+    std::string error;
+    auto plan = fleet::ParsePlan(plan_json, &error);
+    EXPECT_TRUE(plan) << error;
+    e.plan = *plan;
+    e.lease_ttl = 2s;
+    e.reconcile_interval = 100ms;
+    e.lease_name = "controller";
+    JobsServiceOptions o;
+    o.db = database_.conninfo();
+    o.mqtt_uri = testing_support::BrokerUri();
+    o.client_id = "fw-engine-" + unique_;
+    o.topic_root = root_;
+    o.telemetry_root = root_;
+    engines_.push_back(std::make_unique<Engine>(e, o));
+    engines_.back()->Start();
+    if (engines_.size() == 1) {
+      EXPECT_TRUE(engines_.back()->WaitServing(20s));
+    }
+    return *engines_.back();
+  }
+
+  // Waits until `sql` (a boolean query) is true; fails the test with `what` after `timeout`.
+  bool WaitFor(const std::string& sql, const std::string& what,
+               std::chrono::milliseconds timeout = 60s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (Query<bool>(sql)) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    ADD_FAILURE() << "timed out waiting for " << what << "\nevents:\n" << History();
+    return false;
+  }
+
+  std::string History() {
+    auto c = database_.Connect();
+    pqxx::work txn(*c);
+    std::string out;
+    for (const auto& r :
+         txn.exec("select coalesce(rollout_id, '-'), coalesce(wave::text, '-'), kind, "
+                  "coalesce(from_state, ''), coalesce(to_state, ''), detail::text "
+                  "from fleetwave.events order by id"))
+      out += std::string(r[0].c_str()) + " w" + r[1].c_str() + " " + r[2].c_str() + " " +
+             r[3].c_str() + "->" + r[4].c_str() + " " + r[5].c_str() + "\n";
+    return out;
+  }
+
+  std::string WaveStates(const std::string& rollout) {
+    auto c = database_.Connect();
+    pqxx::work txn(*c);
+    std::string out;
+    for (const auto& r :
+         txn.exec_params("select state || ':' || coalesce(verdict, '-') from fleetwave.waves "
+                         "where rollout_id = $1 order by wave",
+                         rollout))
+      out += (out.empty() ? "" : " ") + r[0].as<std::string>();
+    return out;
+  }
+
+  TestDatabase database_;
+  std::string unique_;
+  std::string root_;
+  int devices_count_ = 0;
+  std::vector<std::unique_ptr<SimDevice>> devices_;
+  std::vector<std::unique_ptr<Engine>> engines_;
+};
+
+const std::string kRollout = "fw-m1-2.0.0-c1";
+
+TEST_F(EngineTest, HealthyReleaseReachesEveryDeviceWaveByWaveAndTheNextCycleStarts) {
+  Fleet(20, 2);
+  StartEngine(R"({"waves": [{"percent": 10}, {"percent": 50}, {"percent": 100}],
+                  "soakSeconds": 0, "cycleIntervalSeconds": 1})");
+  StartDevices([](int) { return Behaviour::kSucceed; });
+  ASSERT_TRUE(WaitFor("select count(*) = 20 from fleetwave.devices where firmware = '2.0.0'",
+                      "every device on 2.0.0"));
+  ASSERT_TRUE(
+      WaitFor("select state = 'completed' from fleetwave.rollouts where id = '" + kRollout + "'",
+              "the rollout to complete"));
+  EXPECT_EQ(WaveStates(kRollout), "passed:passed passed:passed passed:passed");
+  EXPECT_EQ(Query<std::string>("select string_agg(planned::text, ',' order by wave) "
+                               "from fleetwave.waves where rollout_id = '" +
+                               kRollout + "'"),
+            "2,8,10");
+  // The canaries are the first wave.
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.job_executions e "
+                           "join fleetwave.devices d on d.id = e.thing_name "
+                           "where e.wave = 1 and d.ring = 'canary'"),
+            2);
+  // Each wave started only after the previous one passed.
+  EXPECT_TRUE(Query<bool>(
+      "select bool_and(s.id > p.id) from fleetwave.events s join fleetwave.events p "
+      "on p.rollout_id = s.rollout_id and p.wave = s.wave - 1 and p.kind = 'gate_passed' "
+      "where s.kind = 'wave_started' and s.wave > 1"))
+      << History();
+  // The cycle completed and the next one runs (and, with nothing pending, completes too).
+  ASSERT_TRUE(WaitFor("select count(*) >= 2 from fleetwave.cycles where state = 'completed'",
+                      "the next cycle to run and complete"));
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.cycles where state = 'running'"), 1);
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.rollouts"), 1);
+  // Every device installed once: one execution each, executionNumber 1.
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.job_executions "
+                           "where status = 'SUCCEEDED' and execution_number = 1"),
+            20);
+}
+
+TEST_F(EngineTest, BadReleaseIsAbortedAfterTheFirstWaveAndLaterWavesNeverHearOfIt) {
+  Fleet(20);
+  StartEngine(R"({"waves": [{"percent": 10, "minDevices": 4}, {"percent": 50}, {"percent": 100}],
+                  "abort": [{"failureType": "ALL", "thresholdPercent": 10, "minExecuted": 2,
+                             "action": "abort"}],
+                  "soakSeconds": 0, "cycleIntervalSeconds": 1})");
+  StartDevices([](int) { return Behaviour::kFail; });
+  ASSERT_TRUE(
+      WaitFor("select state = 'aborted' from fleetwave.rollouts where id = '" + kRollout + "'",
+              "the rollout to abort"));
+  EXPECT_EQ(WaveStates(kRollout), "failed:failed canceled:- canceled:-");
+  EXPECT_EQ(Query<std::string>("select state from fleetwave.releases"), "halted");
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.job_executions"), 4);
+  int notified = 0;
+  for (const auto& d : devices_) notified += d->notified() ? 1 : 0;
+  EXPECT_EQ(notified, 4);
+  // The halted release is skipped by later cycles.
+  ASSERT_TRUE(WaitFor("select count(*) >= 2 from fleetwave.cycles where state = 'completed'",
+                      "a later cycle"));
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.rollouts"), 1);
+  EXPECT_THAT(History(), HasSubstr("release_halted"));
+}
+
+TEST_F(EngineTest, SilentDevicesTimeOutAndTripTheGate) {
+  Fleet(10);
+  StartEngine(R"({"waves": [{"percent": 30}, {"percent": 100}],
+                  "timeouts": {"queuedSeconds": 2, "inProgressSeconds": 2},
+                  "abort": [{"failureType": "TIMED_OUT", "thresholdPercent": 50,
+                             "minExecuted": 3, "action": "pause"}],
+                  "soakSeconds": 0})");
+  StartDevices([](int) { return Behaviour::kSilent; });
+  ASSERT_TRUE(
+      WaitFor("select state = 'paused' from fleetwave.rollouts where id = '" + kRollout + "'",
+              "the gate to pause the rollout"));
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.job_executions "
+                           "where status = 'TIMED_OUT'"),
+            3);
+  EXPECT_THAT(Query<std::string>("select status_details::text from fleetwave.job_executions "
+                                 "limit 1"),
+              HasSubstr("longer than 2 s"));
+  EXPECT_EQ(WaveStates(kRollout), "failed:failed pending:-");
+}
+
+TEST_F(EngineTest, RetriesRequeueWithANewExecutionNumber) {
+  Fleet(4);
+  StartEngine(R"({"waves": [{"percent": 100}], "abort": [],
+                  "retries": [{"failureType": "FAILED", "count": 1}], "soakSeconds": 0})");
+  StartDevices([](int) { return Behaviour::kFailFirst; });
+  ASSERT_TRUE(
+      WaitFor("select state = 'completed' from fleetwave.rollouts where id = '" + kRollout + "'",
+              "the rollout to complete after retries"));
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.job_executions where status = "
+                           "'SUCCEEDED' and execution_number = 2 and attempts = 2"),
+            4);
+}
+
+TEST_F(EngineTest, CrashProneReleaseFailsOnHealth) {
+  Fleet(20);
+  StartEngine(R"({"waves": [{"percent": 20}, {"percent": 100}], "soakSeconds": 2,
+                  "health": {"metric": "crashCount", "maxRatio": 1.5, "confidence": 0.95,
+                             "maxSoakSeconds": 30}})");
+  StartDevices([](int) { return Behaviour::kCrashy; }, /*telemetry=*/true);
+  ASSERT_TRUE(
+      WaitFor("select state = 'aborted' from fleetwave.rollouts where id = '" + kRollout + "'",
+              "the health gate to abort the rollout"));
+  EXPECT_EQ(WaveStates(kRollout), "failed:failed canceled:-");
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.devices where firmware = '2.0.0'"), 4);
+  EXPECT_THAT(History(), HasSubstr("\"verdict\": \"fail\""));
+}
+
+TEST_F(EngineTest, ApprovalBlocksTheWaveUntilApproved) {
+  Fleet(10);
+  StartEngine(R"({"waves": [{"percent": 20}, {"percent": 100}], "soakSeconds": 0,
+                  "approval": {"beforeWaves": [2], "ttlSeconds": 3600}})");
+  StartDevices([](int) { return Behaviour::kSucceed; });
+  ASSERT_TRUE(WaitFor("select state = 'awaiting_approval' from fleetwave.rollouts",
+                      "the rollout to wait for approval"));
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.job_executions"), 2);
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.approvals where state = 'pending' "
+                           "and wave = 2 and length(token_hash) = 64"),
+            1);
+  {
+    auto c = database_.Connect();
+    pqxx::work txn(*c);
+    EXPECT_EQ(db::ApplyOperatorCommand(txn, kRollout, fleet::Event::kApproved, "test"),
+              fleet::RolloutState::kRunning);
+    txn.commit();
+  }
+  ASSERT_TRUE(WaitFor("select state = 'completed' from fleetwave.rollouts",
+                      "the rollout to complete after approval"));
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.devices where firmware = '2.0.0'"), 10);
+}
+
+TEST_F(EngineTest, OperatorPauseResumeAndAbortTakeEffectWithinAPass) {
+  Fleet(10);
+  StartEngine(R"({"waves": [{"percent": 20}, {"percent": 100}], "soakSeconds": 0,
+                  "successThresholdPercent": 100})");
+  StartDevices([](int) { return Behaviour::kSilent; });
+  ASSERT_TRUE(WaitFor("select count(*) = 2 from fleetwave.job_executions", "wave 1 queued"));
+  auto command = [&](fleet::Event e) {
+    auto c = database_.Connect();
+    pqxx::work txn(*c);
+    db::ApplyOperatorCommand(txn, kRollout, e, "test");
+    txn.commit();
+  };
+  command(fleet::Event::kOperatorPause);
+  command(fleet::Event::kOperatorResume);
+  EXPECT_EQ(Query<std::string>("select state from fleetwave.rollouts"), "running");
+  command(fleet::Event::kOperatorAbort);
+  // The controller cancels the queued executions of the aborted rollout.
+  ASSERT_TRUE(
+      WaitFor("select count(*) = 2 from fleetwave.job_executions "
+              "where status in ('CANCELED', 'IN_PROGRESS')",
+              "queued executions canceled"));
+  EXPECT_EQ(WaveStates(kRollout), "canceled:- canceled:-");
+  EXPECT_EQ(Query<std::string>("select state from fleetwave.releases"), "halted");
+}
+
+TEST_F(EngineTest, TwoControllersOneLeadsOneCycle) {
+  Fleet(6);
+  const std::string plan = R"({"waves": [{"percent": 50}, {"percent": 100}], "soakSeconds": 0})";
+  Engine& a = StartEngine(plan);
+  Engine& b = StartEngine(plan);
+  StartDevices([](int) { return Behaviour::kSucceed; });
+  ASSERT_TRUE(WaitFor("select state = 'completed' from fleetwave.rollouts", "the rollout"));
+  EXPECT_NE(a.stats().leading, b.stats().leading);
+  EXPECT_EQ(a.stats().leaderships + b.stats().leaderships, 1u);
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.cycles where state = 'running'"), 1);
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.job_executions"), 6);
+  // The leader stops: the standby takes over within the lease TTL and keeps the machine going.
+  Engine& leader = a.stats().leading ? a : b;
+  Engine& standby = a.stats().leading ? b : a;
+  leader.Stop();
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!standby.stats().leading && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_TRUE(standby.stats().leading);
+}
+
+}  // namespace
+}  // namespace controller
