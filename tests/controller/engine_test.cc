@@ -3,9 +3,11 @@
 // API, each with a behaviour: succeed, fail, stay silent, or succeed and then crash a lot.
 #include "controller/engine.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -20,6 +22,7 @@
 
 #include "db/registry.h"
 #include "db/rollouts.h"
+#include "tests/support/process.h"
 #include "tests/support/test_database.h"
 #include "tests/support/test_device.h"
 
@@ -224,6 +227,55 @@ class EngineTest : public ::testing::Test {
     return out;
   }
 
+  // Runs `fleetwave controller` as its own process with `plan_json`; its log goes to a file.
+  std::unique_ptr<testing_support::BackgroundProcess> StartControllerProcess(
+      const std::string& plan_json) {
+    return std::make_unique<testing_support::BackgroundProcess>(ControllerArgv(plan_json), Env(),
+                                                                Log("controller"));
+  }
+  std::vector<std::string> ControllerArgv(const std::string& plan_json) {
+    const std::string plan = ::testing::TempDir() + "plan-" + unique_ + ".json";
+    std::ofstream(plan) << plan_json;
+    return {testing_support::FleetwaveBinary(),
+            "controller",
+            "--plan",
+            plan,
+            "--lease-ttl",
+            "2",
+            "--reconcile-interval-ms",
+            "100",
+            "--topic-root",
+            root_,
+            "--telemetry-root",
+            root_,
+            "--client-id",
+            "fw-engine-" + unique_};
+  }
+  std::map<std::string, std::string> Env() {
+    return {{"FLEETWAVE_DB", database_.conninfo()},
+            {"FLEETWAVE_MQTT", testing_support::BrokerUri()}};
+  }
+  std::string Log(const std::string& name) {
+    return ::testing::TempDir() + name + "-" + unique_ + ".log";
+  }
+  // The pid in the lease holder ("host:pid:random") of the current leader, or 0.
+  int LeaderPid() {
+    auto holder = Query<std::string>(
+        "select coalesce((select holder from fleetwave.leases where expires_at > "
+        "clock_timestamp()), '')");
+    auto a = holder.find(':'), b = holder.rfind(':');
+    if (a == std::string::npos || a == b) return 0;
+    return std::stoi(holder.substr(a + 1, b - a - 1));
+  }
+  void Command(fleet::Event e, const std::string& rollout = kRollout) {
+    auto c = database_.Connect();
+    pqxx::work txn(*c);
+    db::ApplyOperatorCommand(txn, rollout, e, "test");
+    txn.commit();
+  }
+
+  static const inline std::string kRollout = "fw-m1-2.0.0-c1";
+
   TestDatabase database_;
   std::string unique_;
   std::string root_;
@@ -231,8 +283,6 @@ class EngineTest : public ::testing::Test {
   std::vector<std::unique_ptr<SimDevice>> devices_;
   std::vector<std::unique_ptr<Engine>> engines_;
 };
-
-const std::string kRollout = "fw-m1-2.0.0-c1";
 
 TEST_F(EngineTest, HealthyReleaseReachesEveryDeviceWaveByWaveAndTheNextCycleStarts) {
   Fleet(20, 2);
@@ -370,16 +420,10 @@ TEST_F(EngineTest, OperatorPauseResumeAndAbortTakeEffectWithinAPass) {
                   "successThresholdPercent": 100})");
   StartDevices([](int) { return Behaviour::kSilent; });
   ASSERT_TRUE(WaitFor("select count(*) = 2 from fleetwave.job_executions", "wave 1 queued"));
-  auto command = [&](fleet::Event e) {
-    auto c = database_.Connect();
-    pqxx::work txn(*c);
-    db::ApplyOperatorCommand(txn, kRollout, e, "test");
-    txn.commit();
-  };
-  command(fleet::Event::kOperatorPause);
-  command(fleet::Event::kOperatorResume);
+  Command(fleet::Event::kOperatorPause);
+  Command(fleet::Event::kOperatorResume);
   EXPECT_EQ(Query<std::string>("select state from fleetwave.rollouts"), "running");
-  command(fleet::Event::kOperatorAbort);
+  Command(fleet::Event::kOperatorAbort);
   // The controller cancels the queued executions of the aborted rollout.
   ASSERT_TRUE(
       WaitFor("select count(*) = 2 from fleetwave.job_executions "
@@ -408,6 +452,143 @@ TEST_F(EngineTest, TwoControllersOneLeadsOneCycle) {
   while (!standby.stats().leading && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(20ms);
   EXPECT_TRUE(standby.stats().leading);
+}
+
+TEST_F(EngineTest, KillDashNineMidWaveThenRestartCompletesWithoutApplyingTwice) {
+  Fleet(30);
+  const std::string plan =
+      R"({"waves": [{"percent": 10}, {"percent": 50}, {"percent": 100}], "soakSeconds": 1})";
+  auto controller = StartControllerProcess(plan);
+  ASSERT_TRUE(WaitFor("select count(*) = 1 from fleetwave.rollouts", "the cycle to be planned"));
+  StartDevices([](int) { return Behaviour::kSucceed; });
+  ASSERT_TRUE(
+      WaitFor("select state in ('running', 'soaking') from fleetwave.waves "
+              "where wave = 2",
+              "wave 2 to start", 30s));
+  controller->Signal(SIGKILL);
+  ASSERT_EQ(controller->Wait(10000), 128 + SIGKILL);
+  controller = StartControllerProcess(plan);
+  ASSERT_TRUE(WaitFor("select state = 'completed' from fleetwave.rollouts",
+                      "the restarted controller to complete the rollout"));
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.devices where firmware = '2.0.0'"), 30);
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.job_executions "
+                           "where status = 'SUCCEEDED' and execution_number = 1"),
+            30);
+  for (const auto& d : devices_) EXPECT_EQ(d->attempts(), 1);  // no device acted twice
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.events where kind = 'wave_started' "
+                           "and wave is not null"),
+            3);
+  EXPECT_EQ(Query<int64_t>("select epoch from fleetwave.leases"), 2);
+}
+
+TEST_F(EngineTest, TheWatchdogRestartsAKilledSupervisedController) {
+  Fleet(6);
+  std::vector<std::string> argv = {testing_support::FleetwaveBinary(),
+                                   "watchdog",
+                                   "--interval",
+                                   "1",
+                                   "--stale-after",
+                                   "5",
+                                   "--supervise",
+                                   "--"};
+  for (auto& a : ControllerArgv(R"({"waves": [{"percent": 100}], "soakSeconds": 0})"))
+    argv.push_back(a);
+  testing_support::BackgroundProcess watchdog(argv, Env(), Log("watchdog"));
+  ASSERT_TRUE(WaitFor("select count(*) = 1 from fleetwave.leases where expires_at > now()",
+                      "the supervised controller to lead"));
+  const int first = LeaderPid();
+  ASSERT_GT(first, 0);
+  kill(first, SIGKILL);
+  ASSERT_TRUE(WaitFor("select epoch = 2 from fleetwave.leases", "a restarted controller to lead"));
+  EXPECT_NE(LeaderPid(), first);
+  StartDevices([](int) { return Behaviour::kSucceed; });
+  ASSERT_TRUE(WaitFor("select state = 'completed' from fleetwave.rollouts",
+                      "the restarted controller to complete the rollout"));
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.cycles where state = 'running'"), 1);
+  watchdog.Signal(SIGTERM);
+  EXPECT_EQ(watchdog.Wait(20000), 0);
+}
+
+TEST_F(EngineTest, APostgresRestartMidWaveIsSurvived) {
+  const char* stack = std::getenv("FLEETWAVE_TEST_STACK_DIR");
+  if (!stack) GTEST_SKIP() << "FLEETWAVE_TEST_STACK_DIR is not set (scripts/test sets it)";
+  Fleet(10);
+  Engine& engine =
+      StartEngine(R"({"waves": [{"percent": 20}, {"percent": 100}], "soakSeconds": 2})");
+  StartDevices([](int) { return Behaviour::kSucceed; });
+  ASSERT_TRUE(
+      WaitFor("select state = 'soaking' from fleetwave.waves where wave = 1", "wave 1 to soak"));
+  auto r = testing_support::RunProcess(
+      {std::string(FLEETWAVE_SOURCE_DIR) + "/scripts/stack", "restart-postgres", "--dir", stack});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(WaitFor("select state = 'completed' from fleetwave.rollouts",
+                      "the rollout to complete after the restart"));
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.devices where firmware = '2.0.0'"), 10);
+  EXPECT_TRUE(engine.stats().leading);
+}
+
+TEST_F(EngineTest, ADeviceThatKeepsFailingIsQuarantinedForTheRelease) {
+  Fleet(4);
+  StartEngine(R"({"waves": [{"percent": 100}], "abort": [], "successThresholdPercent": 50,
+                  "maxAttemptsPerRelease": 2, "soakSeconds": 0, "cycleIntervalSeconds": 0})");
+  StartDevices([](int i) { return i == 0 ? Behaviour::kFail : Behaviour::kSucceed; });
+  ASSERT_TRUE(WaitFor("select count(*) = 1 from fleetwave.quarantines where thing_name = 'd00'",
+                      "d00 to be quarantined"));
+  // Cycle 2 offered it to d00 alone, which failed again: its gate paused the rollout. The
+  // operator accepts that; no later cycle offers the release to the quarantined device.
+  ASSERT_TRUE(WaitFor("select state = 'paused' from fleetwave.rollouts where cycle_id = 2",
+                      "the second rollout to pause"));
+  Command(fleet::Event::kOperatorResume, "fw-m1-2.0.0-c2");
+  ASSERT_TRUE(WaitFor("select count(*) >= 3 from fleetwave.cycles where state = 'completed'",
+                      "later cycles"));
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.rollouts"), 2);
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.events "
+                           "where kind = 'device_quarantined' and detail->>'thing' = 'd00'"),
+            1);
+}
+
+TEST_F(EngineTest, ANewerReleaseSupersedesTheRunningRolloutAfterItsCurrentWave) {
+  Fleet(10);
+  StartEngine(R"({"waves": [{"percent": 20}, {"percent": 100}], "soakSeconds": 2,
+                  "cycleIntervalSeconds": 0})");
+  StartDevices([](int) { return Behaviour::kSucceed; });
+  ASSERT_TRUE(
+      WaitFor("select state = 'soaking' from fleetwave.waves where wave = 1", "wave 1 to soak"));
+  {
+    auto c = database_.Connect();
+    db::Registry(*c).AddRelease({"m1", "3.0.0", "https://fw.example/m1-3.0.0.bin",
+                                 std::string(64, 'b'), 1000, fleet::ReleaseState::kActive});
+  }
+  ASSERT_TRUE(
+      WaitFor("select state = 'superseded' from fleetwave.rollouts where id = '" + kRollout + "'",
+              "the 2.0.0 rollout to be superseded"));
+  EXPECT_EQ(WaveStates(kRollout), "passed:passed canceled:-");
+  ASSERT_TRUE(WaitFor("select count(*) = 10 from fleetwave.devices where firmware = '3.0.0'",
+                      "every device on 3.0.0"));
+}
+
+TEST_F(EngineTest, AnExpiredApprovalPausesAndResumeAsksAgain) {
+  Fleet(5);
+  StartEngine(R"({"waves": [{"percent": 20}, {"percent": 100}], "soakSeconds": 0,
+                  "approval": {"beforeWaves": [2], "ttlSeconds": 1}})");
+  StartDevices([](int) { return Behaviour::kSucceed; });
+  ASSERT_TRUE(WaitFor("select state = 'paused' from fleetwave.rollouts",
+                      "the unapproved rollout to pause"));
+  EXPECT_EQ(Query<std::string>("select string_agg(state, ',') from fleetwave.approvals"),
+            "expired");
+  Command(fleet::Event::kOperatorResume);
+  ASSERT_TRUE(WaitFor("select count(*) = 2 from fleetwave.approvals", "a new approval"));
+}
+
+TEST_F(EngineTest, AnIdleMachineWaitsTheCycleIntervalBetweenCycles) {
+  StartEngine(R"({"cycleIntervalSeconds": 3600})");
+  ASSERT_TRUE(WaitFor("select count(*) = 1 from fleetwave.cycles where state = 'completed'",
+                      "the empty first cycle to complete"));
+  EXPECT_EQ(Query<int64_t>("select extract(epoch from r.not_before - c.finished_at)::bigint "
+                           "from fleetwave.cycles r, fleetwave.cycles c "
+                           "where r.state = 'running' and c.state = 'completed'"),
+            3600);
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.cycles"), 2);
 }
 
 }  // namespace

@@ -13,6 +13,57 @@ namespace testing_support {
 
 std::string FleetwaveBinary() { return FLEETWAVE_BINARY; }
 
+BackgroundProcess::BackgroundProcess(const std::vector<std::string>& argv,
+                                     const std::map<std::string, std::string>& env,
+                                     const std::string& log_path) {
+  int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log < 0) throw std::runtime_error("cannot open " + log_path);
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    dup2(log, 1);
+    dup2(log, 2);
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    for (const auto& [key, value] : env) {
+      if (value.empty())
+        unsetenv(key.c_str());
+      else
+        setenv(key.c_str(), value.c_str(), 1);
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(log);
+}
+
+BackgroundProcess::~BackgroundProcess() {
+  if (Wait(0) == -1) {
+    kill(pid_, SIGKILL);
+    Wait(10000);
+  }
+}
+
+void BackgroundProcess::Signal(int signal) {
+  if (status_ == -1) kill(pid_, signal);
+}
+
+int BackgroundProcess::Wait(int timeout_ms) {
+  for (int waited = 0; status_ == -1; waited += 10) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      break;
+    }
+    if (waited >= timeout_ms) break;
+    usleep(10000);
+  }
+  return status_;
+}
+
 ProcessResult RunProcess(const std::vector<std::string>& argv,
                          const std::map<std::string, std::string>& env, const std::string& input) {
   int in[2], out[2], err[2];

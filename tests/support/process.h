@@ -19,6 +19,26 @@ ProcessResult RunProcess(const std::vector<std::string>& argv,
                          const std::map<std::string, std::string>& env = {},
                          const std::string& input = "");
 
+// A program running beside the test (a controller, a watchdog), its output appended to a log
+// file. The destructor kills it (SIGKILL) and reaps it if it still runs.
+class BackgroundProcess {
+ public:
+  BackgroundProcess(const std::vector<std::string>& argv,
+                    const std::map<std::string, std::string>& env, const std::string& log_path);
+  ~BackgroundProcess();
+  BackgroundProcess(const BackgroundProcess&) = delete;
+  BackgroundProcess& operator=(const BackgroundProcess&) = delete;
+
+  int pid() const { return pid_; }
+  void Signal(int signal);
+  // The exit status (128 + signal when killed), or -1 if it still runs after `timeout_ms`.
+  int Wait(int timeout_ms);
+
+ private:
+  int pid_ = -1;
+  int status_ = -1;
+};
+
 // Path of the fleetwave binary under test.
 std::string FleetwaveBinary();
 
