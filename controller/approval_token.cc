@@ -73,6 +73,7 @@ bool VerifyApprovalToken(const std::string& secret, const std::string& token,
       expires.find_first_not_of("0123456789") != std::string::npos)
     return false;
   const int64_t expires_at = std::stoll(expires);
+  if (std::to_string(expires_at) != expires) return false;  // one spelling per token
   const std::string expected = Mac(secret, Message(rollout_id, wave, expires_at, nonce));
   if (mac.size() != expected.size() || CRYPTO_memcmp(mac.data(), expected.data(), mac.size()) != 0)
     return false;

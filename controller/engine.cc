@@ -219,8 +219,16 @@ void Engine::Pass() {
         txn.commit();
         return;  // idle until the cycle interval has passed
       }
-      auto ids = db::PlanCycle(txn, cycle->id, options_.plan);
       txn.commit();
+      // Devices held by executions that ended rollouts left behind may be planned once those
+      // time out: time them out first, in their own transaction, and plan in the next pass.
+      if (TimeOutOrphans()) return;
+      pqxx::work plan_txn(Conn());
+      FenceTxn(plan_txn);
+      auto again = db::LockRunningCycle(plan_txn);
+      if (!again || again->id != cycle->id || again->planned_at) return;
+      auto ids = db::PlanCycle(plan_txn, cycle->id, options_.plan);
+      plan_txn.commit();
       if (ids.empty()) {
         spdlog::info("cycle {}: nothing pending", cycle->id);
       } else {
@@ -255,6 +263,21 @@ void Engine::Pass() {
     spdlog::info("cycle {}: completed ({} rollout(s)); cycle {} plans in {} s", cycle_id,
                  states.size(), next, options_.plan.cycle_interval_seconds);
   }
+}
+
+bool Engine::TimeOutOrphans() {
+  std::vector<db::OrphanedExecution> orphans;
+  {
+    pqxx::work txn(Conn());
+    orphans = db::OrphanedTimeouts(txn, options_.chunk);
+  }
+  if (orphans.empty()) return false;
+  ExecutionOps ops{.in_transaction = [this](pqxx::work& txn) { FenceTxn(txn); }};
+  for (auto& o : orphans)
+    ops.ops.push_back({ExecutionOps::Kind::kTimeOut, o.job_id, o.thing, std::nullopt, o.reason});
+  const int64_t n = jobs_->Apply(ops);
+  spdlog::info("timed out {} execution(s) left behind by ended rollouts", n);
+  return n > 0;
 }
 
 void Engine::ReconcileRollout(const std::string& rollout_id, bool terminal, bool has_queued) {

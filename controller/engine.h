@@ -3,7 +3,8 @@
 //
 // Standby until it holds the leader lease (db::Lease, timed by the database clock); then it
 // serves the devices (JobsService) and, every reconcile interval, runs one pass:
-//   1. the cycle: start one if none runs, heartbeat it, plan it once its not_before has come;
+//   1. the cycle: start one if none runs, heartbeat it, plan it once its not_before has come
+//      (first timing out what ended rollouts left behind: those devices may be offered again);
 //   2. each rollout: time out silent executions and re-queue retries (with their notices),
 //      settle final failures and quarantines, judge the active wave's gate, apply the decision
 //      of fleet::DecideWave with its events, issue approval tokens, and queue the next devices
@@ -65,6 +66,8 @@ class Engine {
   void LeaseLoop();
   void PassLoop();
   void Pass();
+  // Times out executions that ended rollouts left behind, before a cycle plans; true if any.
+  bool TimeOutOrphans();
   void ReconcileRollout(const std::string& rollout_id, bool terminal, bool has_queued);
   void FenceTxn(pqxx::work& txn) const;
   pqxx::connection& Conn();

@@ -445,6 +445,31 @@ std::vector<DueExecution> TimedOutExecutions(pqxx::transaction_base& txn,
   return out;
 }
 
+std::vector<OrphanedExecution> OrphanedTimeouts(pqxx::transaction_base& txn, int64_t limit) {
+  auto rows = txn.exec_params(
+      "with t as ("
+      "  select e.job_id, e.thing_name, e.status, e.queued_at, e.started_at, e.step_timeout_at, "
+      "    make_interval(secs => (r.plan -> 'timeouts' ->> 'queuedSeconds')::bigint) as queued, "
+      "    make_interval(secs => (r.plan -> 'timeouts' ->> 'inProgressSeconds')::bigint) "
+      "      as in_progress "
+      "  from fleetwave.job_executions e join fleetwave.rollouts r on r.id = e.job_id "
+      "  where e.status in ('QUEUED', 'IN_PROGRESS') "
+      "    and r.state in ('completed', 'aborted', 'superseded')) "
+      "select job_id, thing_name, case when status = 'QUEUED' then 'QUEUED longer than ' || "
+      "  queued || ' (timeouts.queuedSeconds) after its rollout ended' "
+      "  else 'IN_PROGRESS longer than ' || in_progress || "
+      "  ' (timeouts.inProgressSeconds) after its rollout ended' end "
+      "from t where (status = 'QUEUED' and queued_at + queued <= clock_timestamp()) "
+      "  or (status = 'IN_PROGRESS' and (coalesce(started_at, queued_at) + in_progress "
+      "      <= clock_timestamp() or step_timeout_at <= clock_timestamp())) "
+      "limit $1",
+      limit);
+  std::vector<OrphanedExecution> out;
+  for (const auto& r : rows)
+    out.push_back({r[0].as<std::string>(), r[1].as<std::string>(), r[2].as<std::string>()});
+  return out;
+}
+
 std::vector<UnsettledFailure> UnsettledFailures(pqxx::transaction_base& txn,
                                                 const RolloutRow& rollout, int64_t limit) {
   // A device's failures of the release: every retried attempt failed once (attempts - 1), plus
@@ -628,7 +653,7 @@ void ExpireApproval(pqxx::transaction_base& txn, const RolloutRow& rollout,
   RecordEvent(txn, {.cycle_id = rollout.cycle_id,
                     .rollout_id = rollout.id,
                     .wave = approval.wave,
-                    .kind = "approval_expired_token",
+                    .kind = "approval_token_expired",
                     .from_state = "pending",
                     .to_state = "expired",
                     .detail = {{"approval", approval.id}}});

@@ -151,6 +151,16 @@ std::vector<DueExecution> TimedOutExecutions(pqxx::transaction_base& txn,
                                              const std::string& rollout_id,
                                              const fleet::Timeouts& timeouts, int64_t limit);
 
+// Up to `limit` QUEUED or IN_PROGRESS executions of terminal rollouts (left behind when a
+// rollout completed, aborted or was superseded with devices still working) past the timeouts of
+// their rollout's plan. Until they end, their devices are not offered another release.
+struct OrphanedExecution {
+  std::string job_id;
+  std::string thing;
+  std::string reason;
+};
+std::vector<OrphanedExecution> OrphanedTimeouts(pqxx::transaction_base& txn, int64_t limit);
+
 // Up to `limit` failed executions of the rollout not yet settled, with the device's failures of
 // the release over all cycles (this one included).
 struct UnsettledFailure {

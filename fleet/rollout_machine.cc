@@ -357,11 +357,14 @@ std::string RolloutId(std::string_view model, std::string_view version, int64_t 
                     c == '_' || c == '.' || c == ':' || c == '-';
     if (!ok) c = '_';
   }
+  // "fw-a-b-1.0.0" could be model "a" with version "b-1.0.0" or model "a-b" with "1.0.0":
+  // a model with a '-' (versions have none before their prerelease) gets the hash too.
   constexpr size_t kMax = 64;
-  if (name.size() + suffix.size() > kMax) {
+  const bool ambiguous = model.find('-') != std::string_view::npos;
+  if (ambiguous || name.size() + suffix.size() > kMax) {
     const std::string hash =
         "-" + Md5Hex(std::string(model) + "/" + std::string(version)).substr(0, 8);
-    name = name.substr(0, kMax - suffix.size() - hash.size()) + hash;
+    name = name.substr(0, std::min(name.size(), kMax - suffix.size() - hash.size())) + hash;
   }
   return name + suffix;
 }

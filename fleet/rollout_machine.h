@@ -115,8 +115,9 @@ std::string RenderMarkdown(Machine machine);  // a | from | event | to | table
 
 // The rollout (job) id of a release in a cycle: "fw-<model>-<version>-c<cycle>". Characters a
 // job id may not hold (anything but A-Z a-z 0-9 _ . : -, e.g. the '+' of build metadata) become
-// '_'; an id longer than 64 characters keeps its start and ends with 8 hex digits of the MD5 of
-// the full name, so distinct releases keep distinct ids.
+// '_'. When the model holds a '-' (so the name could split two ways) or the id would pass 64
+// characters, the name is cut to fit and followed by 8 hex digits of MD5(model + "/" + version),
+// so distinct releases keep distinct ids.
 std::string RolloutId(std::string_view model, std::string_view version, int64_t cycle);
 
 // ---- One reconcile pass over one rollout ------------------------------------------------------

@@ -1,4 +1,5 @@
 // The `fleetwave` registry commands, run as a user runs them, against a real PostgreSQL.
+#include <cstdio>
 #include <fstream>
 
 #include <gmock/gmock.h>
@@ -227,6 +228,76 @@ TEST_F(CliTest, ReleaseAddRefusesEachBadValue) {
   auto conn = database_.Connect();
   pqxx::read_transaction txn(*conn);
   EXPECT_EQ(txn.exec1("select count(*) from fleetwave.releases")[0].as<int>(), 0);
+}
+
+// `fleetwave controller` checks its flags and its plan before it contacts anything. The database
+// given is unreachable: a check that let a bad value through ends in exit 1 (the unreachable
+// address), not in a controller that runs forever.
+class ControllerFlagsTest : public ::testing::Test {
+ protected:
+  static constexpr const char* kNowhere = "postgresql://fleetwave@127.0.0.1:1/fleetwave";
+
+  ProcessResult Run(std::vector<std::string> args) {
+    args.insert(args.begin(), {FleetwaveBinary(), "controller"});
+    return RunProcess(args, {{"FLEETWAVE_DB", kNowhere}, {"FLEETWAVE_MQTT", "tcp://127.0.0.1:1"}});
+  }
+  void Usage(const std::vector<std::string>& args, std::initializer_list<std::string> parts) {
+    ProcessResult r = Run(args);
+    EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+    for (const std::string& p : parts) EXPECT_THAT(r.err, HasSubstr(p));
+    EXPECT_THAT(r.err, testing::Not(HasSubstr("cannot connect")));
+  }
+  // Writes `text` to a file of its own and returns its path.
+  std::string PlanFile(const std::string& name, const std::string& text) {
+    std::string path = ::testing::TempDir() + "/fleetwave-cli-" + name + ".json";
+    std::ofstream(path) << text;
+    return path;
+  }
+};
+
+TEST_F(ControllerFlagsTest, AMissingPlanFileIsAUsageError) {
+  const std::string path = ::testing::TempDir() + "/fleetwave-cli-no-such-plan.json";
+  std::remove(path.c_str());
+  Usage({"--plan", path}, {"--plan", path, "cannot read"});
+  Usage({"--plan", ::testing::TempDir()}, {"--plan"});  // a directory is no plan either
+}
+
+TEST_F(ControllerFlagsTest, APlanThatIsNotJsonIsAUsageError) {
+  const std::string path = PlanFile("not-json", "{\"waves\": [");
+  Usage({"--plan", path}, {"--plan", path});
+  Usage({"--plan", PlanFile("empty", "")}, {"--plan"});
+  Usage({"--plan", PlanFile("array", "[]")}, {"--plan"});
+}
+
+TEST_F(ControllerFlagsTest, AnUnknownPlanFieldIsAUsageErrorNamingIt) {
+  const std::string path = PlanFile("unknown-field", R"({"wavez": []})");
+  Usage({"--plan", path}, {"--plan", path, "unknown field wavez"});
+  Usage({"--plan", PlanFile("unknown-nested", R"({"waves": [{"percent": 100, "precent": 1}]})")},
+        {"unknown field waves[0].precent"});
+}
+
+TEST_F(ControllerFlagsTest, ABadPlanValueIsAUsageErrorNamingTheField) {
+  const std::string path = PlanFile("last-wave", R"({"waves": [{"percent": 50}]})");
+  Usage({"--plan", path}, {"--plan", path, "waves[0].percent", "100", "50"});
+  Usage({"--plan", PlanFile("falling", R"({"waves": [{"percent": 10}, {"percent": 5}]})")},
+        {"waves[1].percent"});
+}
+
+TEST_F(ControllerFlagsTest, OutOfRangeFlagsAreUsageErrors) {
+  Usage({"--lease-ttl", "1"}, {"--lease-ttl"});
+  Usage({"--lease-ttl", "601"}, {"--lease-ttl"});
+  Usage({"--lease-ttl", "ten"}, {"--lease-ttl"});
+  Usage({"--reconcile-interval-ms", "49"}, {"--reconcile-interval-ms"});
+  Usage({"--topic-root", "fleet/+"}, {"topic root \"fleet/+\""});
+  Usage({"--topic-root", "fleet/"}, {"topic root \"fleet/\""});
+}
+
+TEST_F(ControllerFlagsTest, AValidPlanGetsAsFarAsTheDatabase) {
+  // The control for the tests above: with nothing wrong, the controller tries to connect.
+  const std::string path = PlanFile("valid", R"({"waves": [{"percent": 10}, {"percent": 100}]})");
+  ProcessResult r = Run({"--plan", path, "--lease-ttl", "2"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("cannot connect to PostgreSQL at 127.0.0.1:1/fleetwave"));
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "fleet/jobs.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 namespace fleet {
 namespace {
@@ -231,6 +232,262 @@ TEST(ThingJobs, ExecutionsQueuedInTheBatchCountAsNews) {
   ThingJobs idle("t1", {fresh});
   EXPECT_TRUE(idle.NextChanged());
   EXPECT_EQ(idle.Next()->job_id, "new");
+}
+
+// ---- The controller's decisions: TimeOut, Cancel, Requeue --------------------------------------
+
+// The fields a refused decision must leave as they were.
+void ExpectUnchanged(const Execution& after, const Execution& before) {
+  EXPECT_EQ(after.status, before.status);
+  EXPECT_EQ(after.status_details, before.status_details);
+  EXPECT_EQ(after.version_number, before.version_number);
+  EXPECT_EQ(after.execution_number, before.execution_number);
+  EXPECT_EQ(after.queued_at, before.queued_at);
+  EXPECT_EQ(after.started_at, before.started_at);
+  EXPECT_EQ(after.last_updated_at, before.last_updated_at);
+  EXPECT_EQ(after.step_timeout_at, before.step_timeout_at);
+  EXPECT_EQ(after.deadline, before.deadline);
+  EXPECT_EQ(after.job_document, before.job_document);
+  EXPECT_EQ(after.last_client_token, before.last_client_token);
+  EXPECT_FALSE(after.dirty);
+}
+
+// A finished execution as the controller finds it: started, with details, a step timer, a client
+// token and an expiring document.
+Execution Finished(std::string job, JobStatus status, int64_t queued_at = 10) {
+  Execution e = Exec(std::move(job), status, queued_at, 4);
+  e.status_details = {{"reason", "flash write failed"}, {"step", "installing"}};
+  e.started_at = queued_at + 10;
+  e.last_updated_at = queued_at + 20;
+  e.step_timeout_at = queued_at + 610;
+  e.deadline = queued_at + 3600;
+  e.last_client_token = "tok-9";
+  e.last_answer = R"({"clientToken":"tok-9"})";
+  e.job_document = R"({"operation":"firmware.update","issuedAt":)" + std::to_string(queued_at) +
+                   R"(,"expiresAt":)" + std::to_string(queued_at + 3600) + "}";
+  return e;
+}
+
+TEST(ThingJobsTimeOut, QueuedBecomesTimedOutWithTheReason) {
+  ThingJobs jobs("t1", {Exec("a", JobStatus::kQueued, 10)});
+  EXPECT_TRUE(jobs.TimeOut("a", 100, "queued for more than 3600 s"));
+  const Execution& e = jobs.executions()[0];
+  EXPECT_EQ(e.status, JobStatus::kTimedOut);
+  EXPECT_EQ(e.status_details.at("reason"), "queued for more than 3600 s");
+  EXPECT_EQ(e.version_number, 2);
+  EXPECT_EQ(e.execution_number, 1);
+  EXPECT_EQ(e.last_updated_at, 100);
+  EXPECT_TRUE(e.dirty);
+  EXPECT_FALSE(jobs.Next());
+  EXPECT_TRUE(jobs.NextChanged());
+  EXPECT_TRUE(jobs.PendingChanged());
+}
+
+TEST(ThingJobsTimeOut, InProgressBecomesTimedOutWithTheReason) {
+  Execution running = Exec("a", JobStatus::kInProgress, 10, 3);
+  running.started_at = 20;
+  running.status_details = {{"step", "installing"}};
+  ThingJobs jobs("t1", {running, Exec("b", JobStatus::kQueued, 30)});
+  ASSERT_EQ(jobs.Next()->job_id, "a");
+  EXPECT_TRUE(jobs.TimeOut("a", 700, "step timeout"));
+  const Execution& e = jobs.executions()[0];
+  ASSERT_EQ(e.job_id, "a");
+  EXPECT_EQ(e.status, JobStatus::kTimedOut);
+  EXPECT_EQ(e.status_details.at("reason"), "step timeout");
+  EXPECT_EQ(e.version_number, 4);
+  EXPECT_EQ(e.last_updated_at, 700);
+  EXPECT_TRUE(e.dirty);
+  EXPECT_FALSE(jobs.executions()[1].dirty);  // the other execution is untouched
+  EXPECT_EQ(jobs.Next()->job_id, "b");
+  EXPECT_TRUE(jobs.NextChanged());
+  EXPECT_TRUE(jobs.PendingChanged());
+}
+
+TEST(ThingJobsTimeOut, OfAnExecutionThatIsNotNextLeavesNextAlone) {
+  ThingJobs jobs("t1", {Exec("a", JobStatus::kInProgress, 10), Exec("b", JobStatus::kQueued, 20)});
+  EXPECT_TRUE(jobs.TimeOut("b", 100, "queued timeout"));
+  EXPECT_EQ(jobs.Next()->job_id, "a");
+  EXPECT_FALSE(jobs.NextChanged());
+  EXPECT_TRUE(jobs.PendingChanged());
+}
+
+TEST(ThingJobsTimeOut, FinishedOrAbsentExecutionsAreUnchanged) {
+  for (JobStatus s : kAll) {
+    if (!IsTerminal(s)) continue;
+    const Execution before = Finished("a", s);
+    ThingJobs jobs("t1", {before});
+    EXPECT_FALSE(jobs.TimeOut("a", 100, "too late")) << ToString(s);
+    ExpectUnchanged(jobs.executions()[0], before);
+    EXPECT_FALSE(jobs.NextChanged());
+    EXPECT_FALSE(jobs.PendingChanged());
+  }
+  ThingJobs jobs("t1", {Exec("a", JobStatus::kQueued, 10)});
+  EXPECT_FALSE(jobs.TimeOut("nope", 100, "absent"));
+  ExpectUnchanged(jobs.executions()[0], Exec("a", JobStatus::kQueued, 10));
+  EXPECT_FALSE(jobs.NextChanged());
+  EXPECT_FALSE(jobs.PendingChanged());
+}
+
+TEST(ThingJobsTimeOut, TheDeviceReportedFirst) {
+  // The device's SUCCEEDED arrives in the same batch before the controller's timeout.
+  ThingJobs jobs("t1", {Exec("a", JobStatus::kInProgress, 10, 2)});
+  ASSERT_FALSE(jobs.Update("a", Update(JobStatus::kSucceeded), std::nullopt, 50).rejection);
+  EXPECT_FALSE(jobs.TimeOut("a", 60, "step timeout"));
+  EXPECT_EQ(jobs.executions()[0].status, JobStatus::kSucceeded);
+  EXPECT_EQ(jobs.executions()[0].version_number, 3);
+  EXPECT_FALSE(jobs.executions()[0].status_details.contains("reason"));
+}
+
+TEST(ThingJobsCancel, QueuedBecomesCanceled) {
+  ThingJobs jobs("t1", {Exec("a", JobStatus::kQueued, 10, 2), Exec("b", JobStatus::kQueued, 20)});
+  ASSERT_EQ(jobs.Next()->job_id, "a");
+  EXPECT_TRUE(jobs.Cancel("a", 100));
+  const Execution& e = jobs.executions()[0];
+  ASSERT_EQ(e.job_id, "a");
+  EXPECT_EQ(e.status, JobStatus::kCanceled);
+  EXPECT_EQ(e.version_number, 3);
+  EXPECT_EQ(e.last_updated_at, 100);
+  EXPECT_TRUE(e.dirty);
+  EXPECT_EQ(jobs.Next()->job_id, "b");
+  EXPECT_TRUE(jobs.NextChanged());
+  EXPECT_TRUE(jobs.PendingChanged());
+  EXPECT_FALSE(jobs.Cancel("a", 110));  // once
+  EXPECT_EQ(jobs.executions()[0].version_number, 3);
+}
+
+TEST(ThingJobsCancel, OnlyQueuedIsCanceled) {
+  for (JobStatus s : kAll) {
+    if (s == JobStatus::kQueued) continue;
+    const Execution before = Finished("a", s);
+    ThingJobs jobs("t1", {before});
+    EXPECT_FALSE(jobs.Cancel("a", 100)) << ToString(s);
+    ExpectUnchanged(jobs.executions()[0], before);
+    EXPECT_FALSE(jobs.NextChanged());
+    EXPECT_FALSE(jobs.PendingChanged());
+  }
+  ThingJobs jobs("t1", {Exec("a", JobStatus::kQueued, 10)});
+  EXPECT_FALSE(jobs.Cancel("nope", 100));
+  ExpectUnchanged(jobs.executions()[0], Exec("a", JobStatus::kQueued, 10));
+}
+
+TEST(ThingJobsRequeue, FailedRejectedAndTimedOutBecomeANewQueuedExecution) {
+  for (JobStatus s : {JobStatus::kFailed, JobStatus::kRejected, JobStatus::kTimedOut}) {
+    SCOPED_TRACE(ToString(s));
+    ThingJobs jobs("t1", {Finished("a", s)});
+    EXPECT_FALSE(jobs.Next());
+    EXPECT_TRUE(jobs.Requeue("a", 1000, 4600));
+    const Execution& e = jobs.executions()[0];
+    EXPECT_EQ(e.status, JobStatus::kQueued);
+    EXPECT_EQ(e.execution_number, 2);
+    EXPECT_EQ(e.version_number, 5);
+    EXPECT_TRUE(e.status_details.empty());
+    EXPECT_EQ(e.queued_at, 1000);
+    EXPECT_EQ(e.last_updated_at, 1000);
+    EXPECT_FALSE(e.started_at);
+    EXPECT_FALSE(e.step_timeout_at);
+    EXPECT_EQ(e.deadline, 4600);
+    EXPECT_FALSE(e.last_client_token);
+    EXPECT_FALSE(e.last_answer);
+    EXPECT_TRUE(e.dirty);
+    auto doc = nlohmann::json::parse(e.job_document);
+    EXPECT_EQ(doc["issuedAt"], 1000);
+    EXPECT_EQ(doc["expiresAt"], 4600);
+    EXPECT_EQ(doc["operation"], "firmware.update");  // the rest of the document is kept
+    // Nothing else pending: the device works on it next.
+    ASSERT_TRUE(jobs.Next());
+    EXPECT_EQ(jobs.Next()->job_id, "a");
+    EXPECT_EQ(jobs.Next()->execution_number, 2);
+    EXPECT_TRUE(jobs.NextChanged());
+    EXPECT_TRUE(jobs.PendingChanged());
+    Outcome pending = jobs.GetPending();
+    ASSERT_EQ(pending.queued.size(), 1u);
+    EXPECT_EQ(pending.queued[0].execution_number, 2);
+  }
+}
+
+TEST(ThingJobsRequeue, WithoutADeadlineTheDocumentHasNoExpiry) {
+  ThingJobs jobs("t1", {Finished("a", JobStatus::kFailed)});
+  EXPECT_TRUE(jobs.Requeue("a", 1000, std::nullopt));
+  const Execution& e = jobs.executions()[0];
+  EXPECT_FALSE(e.deadline);
+  auto doc = nlohmann::json::parse(e.job_document);
+  EXPECT_EQ(doc["issuedAt"], 1000);
+  EXPECT_FALSE(doc.contains("expiresAt"));
+}
+
+TEST(ThingJobsRequeue, OnlyFailedRejectedOrTimedOutIsRequeued) {
+  for (JobStatus s : {JobStatus::kQueued, JobStatus::kInProgress, JobStatus::kSucceeded,
+                      JobStatus::kCanceled, JobStatus::kRemoved}) {
+    const Execution before = Finished("a", s);
+    ThingJobs jobs("t1", {before});
+    EXPECT_FALSE(jobs.Requeue("a", 1000, 4600)) << ToString(s);
+    ExpectUnchanged(jobs.executions()[0], before);
+    EXPECT_FALSE(jobs.NextChanged());
+    EXPECT_FALSE(jobs.PendingChanged());
+  }
+  ThingJobs jobs("t1", {Finished("a", JobStatus::kFailed)});
+  EXPECT_FALSE(jobs.Requeue("nope", 1000, 4600));
+  ExpectUnchanged(jobs.executions()[0], Finished("a", JobStatus::kFailed));
+  EXPECT_FALSE(jobs.PendingChanged());
+}
+
+TEST(ThingJobsRequeue, QueuesBehindOlderPendingExecutions) {
+  ThingJobs jobs("t1", {Finished("a", JobStatus::kFailed, 10), Exec("b", JobStatus::kQueued, 50)});
+  ASSERT_EQ(jobs.Next()->job_id, "b");
+  EXPECT_TRUE(jobs.Requeue("a", 1000, 4600));
+  EXPECT_EQ(jobs.Next()->job_id, "b");  // queued now: newer than b
+  EXPECT_FALSE(jobs.NextChanged());
+  EXPECT_TRUE(jobs.PendingChanged());
+  Outcome pending = jobs.GetPending();
+  ASSERT_EQ(pending.queued.size(), 2u);
+  EXPECT_EQ(pending.queued[0].job_id, "b");
+  EXPECT_EQ(pending.queued[1].job_id, "a");
+  // And behind one in progress.
+  ThingJobs busy("t1",
+                 {Finished("a", JobStatus::kRejected, 10), Exec("c", JobStatus::kInProgress, 5)});
+  EXPECT_TRUE(busy.Requeue("a", 1000, std::nullopt));
+  EXPECT_EQ(busy.Next()->job_id, "c");
+  EXPECT_FALSE(busy.NextChanged());
+  EXPECT_TRUE(busy.PendingChanged());
+}
+
+TEST(ThingJobsRequeue, TimedOutAndRequeuedInOneBatchIsANewNext) {
+  // The device had execution 1 of "a"; after a timeout and a retry it must hear of execution 2.
+  Execution running = Exec("a", JobStatus::kInProgress, 10);
+  running.started_at = 20;
+  ThingJobs jobs("t1", {running});
+  EXPECT_TRUE(jobs.TimeOut("a", 700, "step timeout"));
+  EXPECT_TRUE(jobs.Requeue("a", 700, 4300));
+  const Execution& e = jobs.executions()[0];
+  EXPECT_EQ(e.status, JobStatus::kQueued);
+  EXPECT_EQ(e.version_number, 3);
+  EXPECT_EQ(e.execution_number, 2);
+  EXPECT_TRUE(e.status_details.empty());  // the timeout's reason belongs to execution 1
+  ASSERT_TRUE(jobs.Next());
+  EXPECT_EQ(jobs.Next()->execution_number, 2);
+  EXPECT_TRUE(jobs.NextChanged());
+  EXPECT_TRUE(jobs.PendingChanged());
+}
+
+TEST(ThingJobsRequeue, TheNewExecutionRunsAndTheOldNumberIsGone) {
+  ThingJobs jobs("t1", {Finished("a", JobStatus::kFailed)});
+  ASSERT_TRUE(jobs.Requeue("a", 1000, 4600));
+  Outcome started = jobs.StartNext({}, 1010);
+  ASSERT_TRUE(started.execution);
+  EXPECT_EQ(started.execution->execution_number, 2);
+  EXPECT_EQ(started.execution->status, JobStatus::kInProgress);
+  EXPECT_EQ(started.execution->started_at, 1010);
+  EXPECT_EQ(started.execution->version_number, 6);
+  // An update for execution 1 no longer finds it.
+  UpdateRequest old = Update(JobStatus::kSucceeded);
+  old.execution_number = 1;
+  EXPECT_EQ(jobs.Update("a", old, std::nullopt, 1020).rejection->code,
+            JobsError::kResourceNotFound);
+  // The client token of execution 1 is not replayed for execution 2.
+  Outcome fresh = jobs.Update("a", Update(JobStatus::kSucceeded), std::string("tok-9"), 1030);
+  EXPECT_FALSE(fresh.replay);
+  ASSERT_FALSE(fresh.rejection);
+  EXPECT_EQ(fresh.execution->status, JobStatus::kSucceeded);
 }
 
 }  // namespace

@@ -1,8 +1,12 @@
 #include "fleet/rollout_machine.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <map>
+#include <regex>
 #include <set>
+#include <string>
 #include <tuple>
 
 #include <gtest/gtest.h>
@@ -489,6 +493,121 @@ TEST(DecideCycle, CompletesWhenEveryRolloutIsTerminal) {
   for (R open : {R::kRunning, R::kAwaitingApproval, R::kPaused})
     EXPECT_FALSE(DecideCycle(C::kRunning, {R::kCompleted, open})) << ToString(open);
   EXPECT_FALSE(DecideCycle(C::kCompleted, {}));
+}
+
+// ---- RolloutId ---------------------------------------------------------------------------------
+
+// What AWS IoT accepts as a job id, and what the rollouts table stores.
+bool IsJobId(const std::string& id) {
+  static const std::regex kJobId("^[A-Za-z0-9_.:-]{1,64}$");
+  return std::regex_match(id, kJobId);
+}
+
+// Whether `id` is a cut id: at most 64 characters ending "-<8 hex digits of MD5>-c<cycle>".
+bool IsCutId(const std::string& id, int64_t cycle) {
+  static const std::regex kCut("^fw-.*-[0-9a-f]{8}$");
+  const std::string suffix = "-c" + std::to_string(cycle);
+  return id.size() <= 64 && id.ends_with(suffix) &&
+         std::regex_match(id.substr(0, id.size() - suffix.size()), kCut);
+}
+
+TEST(RolloutId, PlainModelAndVersion) {
+  EXPECT_EQ(RolloutId("m1", "2.0.0", 3), "fw-m1-2.0.0-c3");
+  // A model with a '-' could split two ways: its id carries the hash.
+  EXPECT_TRUE(IsCutId(RolloutId("arm-v2", "1.5.0-rc.1", 12), 12));
+  EXPECT_TRUE(RolloutId("arm-v2", "1.5.0-rc.1", 12).starts_with("fw-arm-v2-1.5.0-rc.1-"));
+  EXPECT_EQ(RolloutId("arm_v2.x", "10.0.0", 1), "fw-arm_v2.x-10.0.0-c1");
+  EXPECT_EQ(RolloutId("m1", "2.0.0", 3), RolloutId("m1", "2.0.0", 3));  // deterministic
+  EXPECT_NE(RolloutId("m1", "2.0.0", 3), RolloutId("m1", "2.0.0", 4));
+}
+
+TEST(RolloutId, DisallowedCharactersBecomeUnderscores) {
+  EXPECT_EQ(RolloutId("arm", "1.0.0+build.7", 1), "fw-arm-1.0.0_build.7-c1");
+  EXPECT_EQ(RolloutId("arm", "1.0.0-rc.1+sha.5114f85", 2), "fw-arm-1.0.0-rc.1_sha.5114f85-c2");
+  // Not valid models, but the id stays a valid job id whatever it is given.
+  EXPECT_EQ(RolloutId("a b/c#$", "1.0.0", 4), "fw-a_b_c__-1.0.0-c4");
+  EXPECT_EQ(RolloutId("m\xc3\xa9", "1.0.0", 5), "fw-m__-1.0.0-c5");  // UTF-8 é: two bytes
+  EXPECT_EQ(RolloutId("m:1", "1.0.0", 6), "fw-m:1-1.0.0-c6");        // ':' is allowed
+  for (const auto& [model, version] :
+       std::vector<std::pair<std::string, std::string>>{{"arm", "1.0.0+b"},
+                                                        {"x/y", "1.0.0"},
+                                                        {"sp ace", "2.0.0+a.b"},
+                                                        {"t\ta\nb", "1.0.0"},
+                                                        {std::string("nul\0x", 5), "1.0.0"},
+                                                        {"q?*%&", "0.0.1"}}) {
+    EXPECT_TRUE(IsJobId(RolloutId(model, version, 7))) << RolloutId(model, version, 7);
+  }
+}
+
+TEST(RolloutId, AtMost64CharactersIsKeptWhole) {
+  // "fw-" + model + "-1.0.0" + "-c1" is exactly 64 characters with a 52-character model.
+  const std::string model(52, 'm');
+  const std::string id = RolloutId(model, "1.0.0", 1);
+  EXPECT_EQ(id, "fw-" + model + "-1.0.0-c1");
+  EXPECT_EQ(id.size(), 64u);
+  EXPECT_TRUE(IsJobId(id));
+}
+
+TEST(RolloutId, LongerIsCutAndEndsWithAHashAndTheCycle) {
+  // One character more than fits: cut to exactly 64.
+  const std::string id53 = RolloutId(std::string(53, 'm'), "1.0.0", 1);
+  EXPECT_EQ(id53.size(), 64u);
+  EXPECT_TRUE(IsCutId(id53, 1)) << id53;
+  // 52 characters of the name ("fw-" and 49 of the model), '-', 8 hex digits, "-c1".
+  EXPECT_TRUE(id53.starts_with("fw-" + std::string(49, 'm') + "-")) << id53;
+
+  // A 64-character model (the longest valid) and a long prerelease.
+  const std::string model(64, 'a');
+  const std::string version = "2.0.0-rc.1.2.3.4.5.6.7.8.9.10.11.12.13.14.15+build.2024.06.01";
+  for (int64_t cycle : {int64_t{1}, int64_t{123456}, std::numeric_limits<int64_t>::max()}) {
+    const std::string id = RolloutId(model, version, cycle);
+    EXPECT_TRUE(IsJobId(id)) << id;
+    EXPECT_TRUE(IsCutId(id, cycle)) << id;
+    EXPECT_TRUE(id.starts_with("fw-aaaa")) << id;  // the start is kept
+    EXPECT_EQ(id, RolloutId(model, version, cycle));
+  }
+  // A long version alone is cut too, and a disallowed character before the cut still maps.
+  const std::string id = RolloutId("arm", "1.0.0+" + std::string(80, 'b'), 9);
+  EXPECT_TRUE(IsCutId(id, 9)) << id;
+  EXPECT_TRUE(id.starts_with("fw-arm-1.0.0_bbb")) << id;
+}
+
+TEST(RolloutId, ReleasesDifferingOnlyAfterTheCutGetDistinctIds) {
+  const std::string model(64, 'm');
+  const std::string a = RolloutId(model, "1.0.0-alpha.1", 3);
+  const std::string b = RolloutId(model, "1.0.0-alpha.2", 3);
+  EXPECT_TRUE(IsCutId(a, 3)) << a;
+  EXPECT_TRUE(IsCutId(b, 3)) << b;
+  EXPECT_EQ(a.substr(0, 40), b.substr(0, 40));  // the same kept start
+  EXPECT_NE(a, b);
+  // Differing only in a character that maps to '_' (build metadata '+' vs prerelease '-').
+  EXPECT_NE(RolloutId(model, "1.0.0+x", 3), RolloutId(model, "1.0.0-x", 3));
+  EXPECT_NE(RolloutId(std::string(60, 'm') + "1", "1.0.0", 3),
+            RolloutId(std::string(60, 'm') + "2", "1.0.0", 3));
+}
+
+TEST(RolloutId, EveryLengthGivesAValidDistinctId) {
+  std::set<std::string> ids;
+  int made = 0;
+  for (size_t length = 1; length <= 64; ++length) {
+    for (const char* version :
+         {"1.0.0", "1.0.0-rc.1", "1.0.0+build.1", "12.34.56-beta.7+exp.sha"}) {
+      const std::string model(length, 'k');
+      const std::string id = RolloutId(model, version, 42);
+      EXPECT_TRUE(IsJobId(id)) << id;
+      EXPECT_TRUE(id.ends_with("-c42")) << id;
+      ids.insert(id);
+      ++made;
+    }
+  }
+  EXPECT_EQ(ids.size(), static_cast<size_t>(made));
+}
+
+// Known bug (reported, not fixed here): the '-' between model and version is also a valid model
+// and prerelease character, so two releases active in the same cycle can get the same id, and
+// the second rollouts row of the cycle then violates the primary key. Enable once fixed.
+TEST(RolloutId, ModelAndVersionSplitIsUnambiguous) {
+  EXPECT_NE(RolloutId("m-1.0.0", "2.0.0", 1), RolloutId("m", "1.0.0-2.0.0", 1));
 }
 
 }  // namespace
