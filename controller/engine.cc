@@ -401,9 +401,19 @@ void Engine::ReconcileRollout(const std::string& rollout_id, bool terminal, bool
       }
       in.threshold_met_at = w.threshold_met_at;
       in.now = now;
-      if (plan.health && fleet::HealthDue(plan, w.threshold_met_at, now))
-        in.health = db::ReadHealthSample(txn, r, active, plan.health->metric,
-                                         w.threshold_met_at.value_or(now));
+      // While inconclusive, health is compared every kHealthRecheckSeconds (each look is a
+      // test at the plan's confidence; a look every pass would inflate false failures) and
+      // always at maxSoakSeconds. Between looks it keeps soaking: no sample is inconclusive.
+      if (plan.health && fleet::HealthDue(plan, w.threshold_met_at, now)) {
+        const int64_t met = w.threshold_met_at.value_or(now);
+        const bool look = !w.health_checked_at ||
+                          now >= *w.health_checked_at + fleet::kHealthRecheckSeconds ||
+                          now >= met + plan.health->max_soak_seconds;
+        if (look) {
+          in.health = db::ReadHealthSample(txn, r, active, plan.health->metric, met);
+          db::SetHealthChecked(txn, rollout_id, active, now);
+        }
+      }
       gate = fleet::EvaluateWave(plan, in);
     }
 
@@ -475,6 +485,7 @@ void Engine::ReconcileRollout(const std::string& rollout_id, bool terminal, bool
       ops.in_transaction = [&, n](pqxx::work& txn) {
         FenceTxn(txn);
         db::AddQueued(txn, rollout_id, w.wave, n);
+        db::Heartbeat(txn, r.cycle_id, epoch_);  // a long wave must not look like a hang
       };
       jobs_->Apply(ops);
       cursor.queued += n;

@@ -114,7 +114,8 @@ RolloutRow LockRollout(pqxx::transaction_base& txn, const std::string& rollout_i
     auto w = txn.exec_params(
         "select wave, planned, state, verdict, queued, first_position, "
         "  extract(epoch from started_at)::bigint, extract(epoch from threshold_met_at)::bigint, "
-        "  extract(epoch from finished_at)::bigint "
+        "  extract(epoch from finished_at)::bigint, "
+        "  extract(epoch from health_checked_at)::bigint "
         "from fleetwave.waves where rollout_id = $1 order by wave",
         rollout_id);
     for (const auto& x : w) {
@@ -128,6 +129,7 @@ RolloutRow LockRollout(pqxx::transaction_base& txn, const std::string& rollout_i
       wave.started_at = OptionalInt(x[6]);
       wave.threshold_met_at = OptionalInt(x[7]);
       wave.finished_at = OptionalInt(x[8]);
+      wave.health_checked_at = OptionalInt(x[9]);
       waves->push_back(std::move(wave));
     }
   }
@@ -394,14 +396,16 @@ void Heartbeat(pqxx::transaction_base& txn, int64_t cycle_id, int64_t epoch) {
 
 std::vector<RolloutRef> CycleRollouts(pqxx::transaction_base& txn, int64_t cycle_id) {
   auto rows = txn.exec_params(
-      "select r.id, r.state, r.state in ('completed', 'aborted', 'superseded') and exists ("
-      "  select 1 from fleetwave.job_executions e where e.job_id = r.id and e.status = 'QUEUED') "
+      "select r.id, r.state, exists (select 1 from fleetwave.job_executions e "
+      "  where e.job_id = r.id and e.status = 'QUEUED') "
       "from fleetwave.rollouts r where r.cycle_id = $1 order by r.id",
       cycle_id);
   std::vector<RolloutRef> out;
-  for (const auto& r : rows)
-    out.push_back({r[0].as<std::string>(), *fleet::ParseRolloutState(r[1].as<std::string>()),
-                   r[2].as<bool>()});
+  for (const auto& r : rows) {
+    const auto state = *fleet::ParseRolloutState(r[1].as<std::string>());
+    out.push_back(
+        {r[0].as<std::string>(), state, fleet::OnEnter(state).cancel_queued && r[2].as<bool>()});
+  }
   return out;
 }
 
@@ -600,6 +604,14 @@ void SetThresholdMet(pqxx::transaction_base& txn, const std::string& rollout_id,
   txn.exec_params(
       "update fleetwave.waves set threshold_met_at = to_timestamp($3) "
       "where rollout_id = $1 and wave = $2 and threshold_met_at is null",
+      rollout_id, wave, at);
+}
+
+void SetHealthChecked(pqxx::transaction_base& txn, const std::string& rollout_id, int wave,
+                      int64_t at) {
+  txn.exec_params(
+      "update fleetwave.waves set health_checked_at = to_timestamp($3) "
+      "where rollout_id = $1 and wave = $2",
       rollout_id, wave, at);
 }
 

@@ -80,6 +80,7 @@ struct WaveRow {
   std::optional<int64_t> started_at;
   std::optional<int64_t> threshold_met_at;
   std::optional<int64_t> finished_at;
+  std::optional<int64_t> health_checked_at;
 };
 
 struct RolloutRow {
@@ -133,7 +134,8 @@ void Heartbeat(pqxx::transaction_base& txn, int64_t cycle_id, int64_t epoch);
 struct RolloutRef {
   std::string id;
   fleet::RolloutState state = fleet::RolloutState::kRunning;
-  bool has_queued = false;  // QUEUED executions left (a terminal rollout cancels them)
+  // QUEUED executions left that its state cancels (fleet::OnEnter(state).cancel_queued).
+  bool has_queued = false;
 };
 std::vector<RolloutRef> CycleRollouts(pqxx::transaction_base& txn, int64_t cycle_id);
 
@@ -198,6 +200,8 @@ fleet::HealthSample ReadHealthSample(pqxx::transaction_base& txn, const RolloutR
 // Wave bookkeeping beside the state changes of WriteChanges.
 void SetThresholdMet(pqxx::transaction_base& txn, const std::string& rollout_id, int wave,
                      int64_t at);
+void SetHealthChecked(pqxx::transaction_base& txn, const std::string& rollout_id, int wave,
+                      int64_t at);
 void SetVerdict(pqxx::transaction_base& txn, const std::string& rollout_id, int wave,
                 const std::string& verdict);
 

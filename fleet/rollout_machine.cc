@@ -192,7 +192,7 @@ bool IsTerminal(WaveState state) { return !HasExit(kWaveTable, state); }
 
 EntryActions OnEnter(RolloutState state) {
   if (state == R::kAborted) return {true, true};
-  if (state == R::kSuperseded) return {true, false};
+  if (state == R::kSuperseded || state == R::kCompleted) return {true, false};
   return {};
 }
 

@@ -96,9 +96,12 @@ bool IsTerminal(RolloutState state);
 bool IsTerminal(WaveState state);
 
 // What the controller does on entering a rollout state, beside recording it:
-// aborted   -> cancel the rollout's QUEUED executions (devices get notify-next) and halt the
-//              release, so later cycles skip it until `fleetwave release resume`;
-// superseded -> cancel the rollout's QUEUED executions (the newer release will reach them).
+// aborted    -> cancel the rollout's QUEUED executions (devices get notify-next) and halt the
+//               release, so later cycles skip it until `fleetwave release resume`;
+// superseded -> cancel the QUEUED executions (the newer release will reach them);
+// completed  -> cancel the QUEUED executions: devices that never started (offline past the
+//               passed waves) are offered the release again by the next cycle, not twice.
+// IN_PROGRESS executions keep running; their rollout's timeouts still apply.
 struct EntryActions {
   bool cancel_queued = false;
   bool halt_release = false;

@@ -27,7 +27,10 @@ create table fleetwave.rollout_targets (
 
 -- How many of the wave's devices have been queued so far (maxPerMinute spreads it over passes;
 -- a crash between two chunks resumes at the next position).
+-- health_checked_at: when the health gate last compared the groups (it looks again every
+-- kHealthRecheckSeconds while inconclusive, not on every pass).
 alter table fleetwave.waves
+  add column health_checked_at timestamptz,
   add column queued integer not null default 0 check (queued >= 0),
   add column first_position integer not null default 0 check (first_position >= 0);
 

@@ -391,6 +391,18 @@ TEST_F(EngineTest, CrashProneReleaseFailsOnHealth) {
   EXPECT_THAT(History(), HasSubstr("\"verdict\": \"fail\""));
 }
 
+TEST_F(EngineTest, AHealthyReleasePassesTheHealthGate) {
+  Fleet(10);
+  StartEngine(R"({"waves": [{"percent": 30}, {"percent": 100}], "soakSeconds": 1,
+                  "health": {"metric": "crashCount", "maxRatio": 1.5, "confidence": 0.95,
+                             "maxSoakSeconds": 30}})");
+  StartDevices([](int) { return Behaviour::kSucceed; }, /*telemetry=*/true);
+  ASSERT_TRUE(WaitFor("select state = 'completed' from fleetwave.rollouts",
+                      "the rollout to pass its health gates"));
+  EXPECT_EQ(WaveStates(kRollout), "passed:passed passed:passed");
+  EXPECT_THAT(History(), HasSubstr("\"verdict\": \"pass\""));
+}
+
 TEST_F(EngineTest, ApprovalBlocksTheWaveUntilApproved) {
   Fleet(10);
   StartEngine(R"({"waves": [{"percent": 20}, {"percent": 100}], "soakSeconds": 0,

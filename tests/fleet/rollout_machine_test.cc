@@ -174,7 +174,8 @@ TEST(Tables, TerminalStates) {
 TEST(Tables, EntryActions) {
   for (R s : kRolloutStates) {
     EntryActions a = OnEnter(s);
-    EXPECT_EQ(a.cancel_queued, s == R::kAborted || s == R::kSuperseded) << ToString(s);
+    EXPECT_EQ(a.cancel_queued, s == R::kAborted || s == R::kSuperseded || s == R::kCompleted)
+        << ToString(s);
     EXPECT_EQ(a.halt_release, s == R::kAborted) << ToString(s);
   }
 }
