@@ -330,6 +330,7 @@ int RunCli(int argc, char** argv) {
   AddController(app, g);
   AddWatchdog(app, g);
   AddRollout(app, g);
+  AddSimulate(app, g);
 
   try {
     app.parse(argc, argv);

@@ -38,5 +38,6 @@ void AddRelease(CLI::App& app, Globals& g);     // cli.cc
 void AddController(CLI::App& app, Globals& g);  // cli_controller.cc
 void AddWatchdog(CLI::App& app, Globals& g);    // cli_watchdog.cc
 void AddRollout(CLI::App& app, Globals& g);     // cli_rollout.cc: rollout ..., history
+void AddSimulate(CLI::App& app, Globals& g);    // cli_simulate.cc
 
 }  // namespace controller

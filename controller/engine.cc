@@ -191,7 +191,8 @@ void Engine::PassLoop() {
       jobs_.reset();
       spdlog::info("controller: stopped serving devices (not the leader)");
     }
-    Wait(backoff);
+    // A standby looks again soon: the lease loop's notify does not end this wait.
+    Wait(leading_ ? backoff : std::min(backoff, std::chrono::milliseconds(100)));
   }
   std::lock_guard<std::mutex> lock(jobs_mu_);
   if (jobs_) {
@@ -471,16 +472,16 @@ void Engine::ReconcileRollout(const std::string& rollout_id, bool terminal, bool
     }
     db::WaveRow cursor = w;
     while (allowance > 0 && !stop_ && leading_) {
-      std::vector<std::string> things;
+      db::Targets next;
       {
         pqxx::work txn(Conn());
-        things = db::NextTargets(txn, rollout_id, cursor, std::min(allowance, options_.chunk));
+        next = db::NextTargets(txn, rollout_id, cursor, std::min(allowance, options_.chunk));
       }
-      if (things.empty()) break;
-      const int64_t n = static_cast<int64_t>(things.size());
+      if (next.consumed == 0) break;
+      const int64_t n = next.consumed;
       ExecutionOps ops;
-      ops.queue.reserve(things.size());
-      for (auto& t : things)
+      ops.queue.reserve(next.things.size());
+      for (auto& t : next.things)
         ops.queue.push_back({rollout_id, t, w.wave, r.now + r.plan.timeouts.queued_seconds});
       ops.in_transaction = [&, n](pqxx::work& txn) {
         FenceTxn(txn);

@@ -101,6 +101,10 @@ void JobsService::Stop() {
   requests_.Stop();
   relay_cv_.notify_all();
   if (serve_.joinable()) serve_.join();
+  {
+    std::lock_guard<std::mutex> lock(answers_mu_);
+    serve_joined_ = true;
+  }
   answers_cv_.notify_all();
   if (answerer_.joinable()) answerer_.join();  // publishes what the serve loop handed over
   if (relay_.joinable()) relay_.join();
@@ -305,8 +309,9 @@ void JobsService::AnswerLoop() {
     Outgoing out;
     {
       std::unique_lock<std::mutex> lock(answers_mu_);
-      answers_cv_.wait(lock, [this] { return !answers_.empty() || stop_; });
-      // After Stop() the serve loop has been joined: drain what it handed over, then end.
+      answers_cv_.wait(lock, [this] { return !answers_.empty() || serve_joined_; });
+      // Only once the serve loop has been joined (it may still be handing over its last batch
+      // after stop_ is set): drain what it handed over, then end.
       if (answers_.empty()) return;
       out = std::move(answers_.front());
       answers_.pop_front();

@@ -152,6 +152,7 @@ class JobsService {
   std::mutex answers_mu_;
   std::condition_variable answers_cv_;
   std::deque<Outgoing> answers_;
+  bool serve_joined_ = false;  // guarded by answers_mu_; the answerer may end once it is set
   static constexpr size_t kMaxAnswerBatches = 4;
   // Notices published but not yet confirmed (unconfirmed_), and confirmed ones to be marked sent
   // by the next batch or by the relay (acked_).

@@ -76,7 +76,7 @@ struct WaveRow {
   fleet::WaveState state = fleet::WaveState::kPending;
   std::optional<std::string> verdict;
   int64_t queued = 0;          // devices queued so far
-  int64_t first_position = 0;  // its devices are rollout_targets positions [first, first+planned)
+  int64_t first_position = 0;  // its devices are rollout_order positions [first, first+planned)
   std::optional<int64_t> started_at;
   std::optional<int64_t> threshold_met_at;
   std::optional<int64_t> finished_at;
@@ -120,7 +120,7 @@ void WriteChanges(pqxx::transaction_base& txn, const RolloutRow& rollout,
 // release that some devices lack (firmware older than it, not quarantined, not quarantined for
 // that release, no pending execution of another rollout). Each gets its devices in rollout order
 // (canary ring first, then md5 of rollout and device id, see fleet/wave_planner.h) in
-// rollout_targets, its waves sized by the plan, and a "rollout_created" event. Returns the ids.
+// rollout_order, its waves sized by the plan, and a "rollout_created" event. Returns the ids.
 std::vector<std::string> PlanCycle(pqxx::transaction_base& txn, int64_t cycle_id,
                                    const fleet::Plan& plan);
 
@@ -182,18 +182,24 @@ void SettleFailures(pqxx::transaction_base& txn, const RolloutRow& rollout,
 std::vector<std::string> QueuedThings(pqxx::transaction_base& txn, const std::string& rollout_id,
                                       int64_t limit);
 
-// The next `limit` devices of the wave not queued yet, in rollout order.
-std::vector<std::string> NextTargets(pqxx::transaction_base& txn, const std::string& rollout_id,
-                                     const WaveRow& wave, int64_t limit);
-// Records that `n` more of the wave's devices were queued (commits with their executions).
+// The next up to `limit` positions of the wave not queued yet, in rollout order: `consumed`
+// positions, of which `things` are the devices still registered (deleted ones are skipped).
+struct Targets {
+  std::vector<std::string> things;
+  int64_t consumed = 0;
+};
+Targets NextTargets(pqxx::transaction_base& txn, const std::string& rollout_id, const WaveRow& wave,
+                    int64_t limit);
+// Records that `n` more of the wave's positions were queued (commits with their executions).
 void AddQueued(pqxx::transaction_base& txn, const std::string& rollout_id, int wave, int64_t n);
 // Executions of the rollout queued in the last 60 seconds (maxPerMinute).
 int64_t QueuedLastMinute(pqxx::transaction_base& txn, const std::string& rollout_id);
 
 // The health sample for the rollout's active wave over [since, now]: updated = devices of
-// waves <= `wave` whose execution SUCCEEDED (reports since it did), control = devices of later
-// waves without an execution. Per device: events = increase of `metric` between its first and
-// last report in the window (a decrease, a counter reset, counts 0), exposure = seconds between.
+// waves <= `wave` whose execution SUCCEEDED (reports since it did), control = devices of the
+// rollout's model still behind its release and without an execution of it. Per device: events =
+// increase of `metric` between its first and last report in the window (a decrease, a counter
+// reset, counts 0), exposure = seconds between.
 fleet::HealthSample ReadHealthSample(pqxx::transaction_base& txn, const RolloutRow& rollout,
                                      int wave, const std::string& metric, int64_t since);
 

@@ -14,15 +14,17 @@ alter table fleetwave.rollouts
   add column gate_from_wave integer not null default 1 check (gate_from_wave >= 1);
 
 -- The rollout's devices in rollout order (canary ring first, then md5(rollout/device)), fixed
--- when the cycle plans it: position 0.. and the wave each falls in. A resumed rollout, or one
--- taken over by another controller, queues exactly these devices in exactly this order.
-create table fleetwave.rollout_targets (
+-- when the cycle plans it, in chunks of 1,000: position p is things[p % 1000 + 1] of chunk
+-- p / 1000. A resumed rollout, or one taken over by another controller, queues exactly these
+-- devices in exactly this order. Chunks, not a row per device, because planning a cycle over a
+-- million devices must take seconds (bench/plan): a row per device with its foreign keys took
+-- 30 s. A device deleted after planning is skipped when its position comes up. The order is
+-- deleted when its cycle completes.
+create table fleetwave.rollout_order (
   rollout_id text not null references fleetwave.rollouts (id),
-  position   integer not null check (position >= 0),
-  thing_name text not null references fleetwave.devices (id) on delete cascade,
-  wave       integer not null check (wave >= 1),
-  primary key (rollout_id, position),
-  unique (rollout_id, thing_name)
+  chunk      integer not null check (chunk >= 0),
+  things     text[] not null check (cardinality(things) between 1 and 1000),
+  primary key (rollout_id, chunk)
 );
 
 -- How many of the wave's devices have been queued so far (maxPerMinute spreads it over passes;
@@ -33,6 +35,16 @@ alter table fleetwave.waves
   add column health_checked_at timestamptz,
   add column queued integer not null default 0 check (queued >= 0),
   add column first_position integer not null default 0 check (first_position >= 0);
+
+-- rollout_order, a row per device with its position and wave, for psql.
+create view fleetwave.rollout_targets as
+select o.rollout_id, (o.chunk * 1000 + u.i - 1)::integer as position, u.thing as thing_name,
+       w.wave
+from fleetwave.rollout_order o
+cross join lateral unnest(o.things) with ordinality as u(thing, i)
+join fleetwave.waves w on w.rollout_id = o.rollout_id
+  and o.chunk * 1000 + u.i - 1 >= w.first_position
+  and o.chunk * 1000 + u.i - 1 < w.first_position + w.planned;
 
 -- A failed, rejected or timed-out execution is *settled* once the controller decided its outcome
 -- (retry re-queues it; a final failure or a quarantine only marks it settled). A device update to
