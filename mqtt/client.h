@@ -3,6 +3,7 @@
 // - Paho callbacks only enqueue: received messages go to a bounded inbound queue that Receive()
 //   drains; when it is full the Paho receive thread waits, so Paho stops reading the socket and
 //   the broker queues for us (up to its max_queued_messages) instead of messages being lost.
+//   Except QoS 0 messages: when the queue is full they are dropped (stats().dropped).
 //   Paho acknowledges a QoS 1 message before handing it over: messages still in the queue when
 //   the Client is destroyed are gone.
 // - Publish() keeps at most `max_inflight` QoS 1 messages unacknowledged; beyond that it waits.
@@ -55,6 +56,7 @@ struct ClientStats {
   uint64_t published = 0;         // publishes acknowledged (QoS 1) or handed over (QoS 0)
   uint64_t publish_failures = 0;  // publishes the broker never acknowledged
   uint64_t connects = 0;          // successful connects, including reconnects
+  uint64_t dropped = 0;           // QoS 0 messages dropped because the inbound queue was full
   size_t inflight = 0;
   size_t inbound = 0;
 };

@@ -385,6 +385,31 @@ TEST_F(ClientTest, FullInboundQueueStallsOtherClientsButPublishKeepsItsTimeout) 
   EXPECT_TRUE(pub.Flush(kDeadline));
 }
 
+TEST_F(ClientTest, AFullInboundQueueDropsQos0MessagesInsteadOfStalling) {
+  ClientOptions so = Options({prefix_ + "/in/#"});
+  so.max_inbound = 2;
+  Client sub(so);
+  Client pub(Options());
+  ASSERT_TRUE(sub.WaitConnected(kDeadline));
+  ASSERT_TRUE(pub.WaitConnected(kDeadline));
+
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(pub.Publish(prefix_ + "/in/t", std::to_string(i), 0));
+  // A QoS 1 message behind them still arrives: Paho was never held.
+  ASSERT_TRUE(pub.Publish(prefix_ + "/in/r", "request", 1, kDeadline));
+  const auto deadline = Clock::now() + kDeadline;
+  while (sub.stats().dropped < 8 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(5));  // polling a counter, with a deadline
+  }
+  EXPECT_EQ(sub.stats().dropped, 8u);
+  auto got = ReceiveN(sub, 3);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].payload, "0");
+  EXPECT_EQ(got[1].payload, "1");
+  EXPECT_EQ(got[2].payload, "request");
+  // Paho moves on: another client publishes at once.
+  EXPECT_TRUE(pub.Publish(prefix_ + "/elsewhere", "x", 1, kDeadline));
+}
+
 TEST_F(ClientTest, StopUnblocksWaitingReceive) {
   Client sub(Options({prefix_ + "/#"}));
   ASSERT_TRUE(sub.WaitConnected(kDeadline));
