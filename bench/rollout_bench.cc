@@ -1,0 +1,331 @@
+// bench/rollout: a whole rollout, end to end, on the local stack.
+//
+// Registers a fleet of one model on 1.0.0, plays it with the simulator (in this process, over
+// libmosquitto), starts `fleetwave controller --plan` as its own process (waves 1/10/50/100 %,
+// no soak, no health gate), then publishes release 2.0.0 and waits until every device reports
+// SUCCEEDED. Prints, and writes as JSON: wall time from the first notice (the first execution
+// queued: its notice commits with it) to the last SUCCEEDED, devices/s, MQTT messages/s through
+// the broker (counted at the devices: every request and answer, notice and telemetry report
+// crosses the broker once), controller CPU seconds and peak RSS, simulator CPU seconds, database
+// commits and rows per commit. Then the baseline on the same broker: a raw Paho publish loop of
+// as many QoS 1 messages, and the ratio of the two rates.
+// Targets (issue 5): 100,000 devices in at most 120 s; controller peak RSS at most 150 MB.
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+
+#include "db/connection.h"
+#include "db/migrator.h"
+#include "db/registry.h"
+#include "mqtt/client.h"
+#include "simulator/fleet_spec.h"
+#include "simulator/simulate.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Json = nlohmann::json;
+
+double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+struct DbStats {
+  int64_t commits = 0;
+  int64_t rows = 0;
+};
+
+DbStats ReadDbStats(pqxx::connection& conn) {
+  pqxx::nontransaction txn(conn);
+  txn.exec("select pg_stat_clear_snapshot()");
+  auto r = txn.exec1(
+      "select xact_commit, tup_inserted + tup_updated + tup_deleted from pg_stat_database "
+      "where datname = current_database()");
+  return {r[0].as<int64_t>(), r[1].as<int64_t>()};
+}
+
+// CPU seconds (user + system) of a process, from /proc.
+double CpuSeconds(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  if (line.empty()) return 0;
+  std::istringstream fields(line.substr(line.rfind(')') + 2));
+  std::string skip;
+  for (int i = 3; i < 14; ++i) fields >> skip;  // fields 3..13
+  long utime = 0, stime = 0;
+  fields >> utime >> stime;
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+int64_t PeakRssKb(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.starts_with("VmHWM:")) return std::stoll(line.substr(6));
+  return 0;
+}
+
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+pid_t StartController(const std::string& binary, const std::string& conninfo,
+                      const std::string& plan_path, const std::string& log_path) {
+  std::fflush(stdout);  // or the child's freopen writes our buffered output again
+  pid_t pid = fork();
+  if (pid == 0) {
+    setenv("FLEETWAVE_DB", conninfo.c_str(), 1);
+    std::FILE* log = std::freopen(log_path.c_str(), "w", stdout);
+    if (log) dup2(fileno(stdout), STDERR_FILENO);
+    std::vector<std::string> args = {binary, "controller", "--plan", plan_path, "--client-id",
+                                     "fleetwave-bench-rollout"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(binary.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Benchmark: a rollout of a healthy release to a simulated fleet, end to end"};
+  int64_t devices = 100000;
+  int connections = 0;
+  double telemetry_interval = 0;
+  int deadline_seconds = 900;
+  std::string binary = FLEETWAVE_BINARY;
+  std::string json_path = "bench/results/rollout.json";
+  app.add_option("--devices", devices, "Simulated devices")->capture_default_str()->check(
+      CLI::Range(int64_t{1}, int64_t{1000000}));
+  app.add_option("--connections", connections,
+                 "MQTT connections of the simulator (default: one per 12,500 devices, at least 8)");
+  app.add_option("--telemetry-interval-seconds", telemetry_interval,
+                 "Seconds between a device's health reports (0: none)")
+      ->capture_default_str();
+  app.add_option("--deadline-seconds", deadline_seconds, "Give up after this long")
+      ->capture_default_str();
+  app.add_option("--fleetwave", binary, "fleetwave binary")->capture_default_str();
+  app.add_option("--json", json_path, "Where to write the figures")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (connections <= 0)
+    connections = static_cast<int>(std::max<int64_t>(8, (devices + 12499) / 12500));
+
+  const char* admin = std::getenv("FLEETWAVE_DB");
+  const char* broker = std::getenv("FLEETWAVE_MQTT");
+  if (!admin || !broker) {
+    std::fprintf(stderr, "FLEETWAVE_DB and FLEETWAVE_MQTT must be set: run bench/rollout\n");
+    return 2;
+  }
+  const std::string conninfo = db::RecreateDatabase(admin, "fleetwave_bench_rollout");
+  const std::filesystem::path work = std::filesystem::temp_directory_path() /
+                                     ("fleetwave-bench-rollout-" + std::to_string(getpid()));
+  std::filesystem::create_directories(work);
+  const std::string plan_path = (work / "plan.json").string();
+  const std::string controller_log = (work / "controller.log").string();
+  std::ofstream(plan_path) << R"({
+  "waves": [{"percent": 1}, {"percent": 10}, {"percent": 50}, {"percent": 100}],
+  "soakSeconds": 0,
+  "cycleIntervalSeconds": 1
+})";
+
+  // The fleet on 1.0.0; the release comes once devices and controller are ready.
+  simulator::FleetSpec spec;
+  spec.devices = devices;
+  spec.models = {"sensor-a"};
+  spec.id_prefix = "b";
+  auto conn = db::Connect(conninfo);
+  db::Migrator(*conn).Apply();
+  {
+    std::stringstream csv;
+    simulator::WriteFleetCsv(spec, csv);
+    db::Registry(*conn).ImportDevices(csv);
+  }
+  std::printf("bench/rollout: %lld devices registered; simulator over %d connections, "
+              "telemetry %s\n",
+              static_cast<long long>(devices), connections,
+              telemetry_interval > 0
+                  ? ("every " + std::to_string(static_cast<int>(telemetry_interval)) + " s").c_str()
+                  : "off");
+
+  simulator::SimulateOptions so;
+  so.fleet = spec;
+  so.mqtt_uri = broker;
+  so.connections = connections;
+  so.telemetry_interval_seconds = telemetry_interval;
+  so.profile = *simulator::ParseProfile("{}");
+  if (auto problem = simulator::CheckOptions(so)) {
+    std::fprintf(stderr, "bench/rollout: %s\n", problem->c_str());
+    return 2;
+  }
+  simulator::Simulator sim(so);
+  auto t = Clock::now();
+  sim.Start();
+  if (!sim.WaitReady(std::chrono::seconds(deadline_seconds))) {
+    std::fprintf(stderr, "bench/rollout: the simulator did not subscribe its devices in time\n");
+    return 1;
+  }
+  std::printf("simulator ready (every device subscribed) in %.1f s\n", Since(t));
+
+  const pid_t controller = StartController(binary, conninfo, plan_path, controller_log);
+  auto scalar = [&](const std::string& sql) {
+    pqxx::nontransaction txn(*conn);
+    return txn.exec1(sql)[0].as<int64_t>();
+  };
+  t = Clock::now();
+  while (scalar("select count(*) from fleetwave.cycles") == 0) {
+    if (Since(t) > 60) {
+      std::fprintf(stderr, "bench/rollout: the controller started no cycle (log: %s)\n",
+                   controller_log.c_str());
+      kill(controller, SIGKILL);
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+
+  const DbStats db_before = ReadDbStats(*conn);
+  const double controller_cpu_before = CpuSeconds(controller);
+  const double sim_cpu_before = ProcessCpuSeconds();
+  const simulator::Progress sim_before = sim.progress();
+  db::Registry(*conn).AddRelease({"sensor-a", "2.0.0", "https://firmware.example/sensor-a-2.0.0",
+                                  std::string(64, 'a'), 1 << 20, fleet::ReleaseState::kActive});
+  const auto released = Clock::now();
+  int64_t succeeded = 0, finished = 0;
+  auto next_print = Clock::now();
+  while (Since(released) < deadline_seconds) {
+    pqxx::nontransaction txn(*conn);
+    auto r = txn.exec1(
+        "select count(*) filter (where status = 'SUCCEEDED'), "
+        "count(*) filter (where status in ('FAILED', 'REJECTED', 'TIMED_OUT', 'CANCELED')) "
+        "from fleetwave.job_executions");
+    succeeded = r[0].as<int64_t>();
+    finished = succeeded + r[1].as<int64_t>();
+    if (Clock::now() >= next_print) {
+      std::printf("[%5.1f s] %lld of %lld SUCCEEDED\n", Since(released),
+                  static_cast<long long>(succeeded), static_cast<long long>(devices));
+      std::fflush(stdout);
+      next_print += std::chrono::seconds(5);
+    }
+    if (finished >= devices) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  const double wall_from_release = Since(released);
+  const double controller_cpu = CpuSeconds(controller) - controller_cpu_before;
+  const int64_t controller_rss_kb = PeakRssKb(controller);
+  const double sim_cpu = ProcessCpuSeconds() - sim_cpu_before;
+  const simulator::Progress sim_after = sim.progress();
+  const DbStats db_after = ReadDbStats(*conn);
+  double seconds = 0;
+  {
+    pqxx::nontransaction txn(*conn);
+    auto r = txn.exec1(
+        "select coalesce(extract(epoch from max(last_updated_at) filter (where status = "
+        "'SUCCEEDED') - min(queued_at)), 0)::float8 from fleetwave.job_executions");
+    seconds = r[0].as<double>();
+  }
+  kill(controller, SIGTERM);
+  waitpid(controller, nullptr, 0);
+  sim.Stop();
+  if (finished < devices) {
+    std::fprintf(stderr, "bench/rollout: %lld of %lld devices finished within %d s (log: %s)\n",
+                 static_cast<long long>(finished), static_cast<long long>(devices),
+                 deadline_seconds, controller_log.c_str());
+  }
+
+  const int64_t messages = (sim_after.messages_in - sim_before.messages_in) +
+                           (sim_after.messages_out - sim_before.messages_out);
+  const double messages_per_second = messages / std::max(seconds, 1e-9);
+  const int64_t commits = db_after.commits - db_before.commits;
+  const double rows_per_commit =
+      (db_after.rows - db_before.rows) / std::max<double>(1, static_cast<double>(commits));
+
+  // The baseline: the same number of QoS 1 messages through the same broker, one Paho client
+  // publishing as fast as its in-flight window allows.
+  double baseline_seconds = 0;
+  {
+    mqtt::ClientOptions o;
+    o.server_uri = broker;
+    o.client_id = "fleetwave-bench-baseline";
+    mqtt::Client pub(o);
+    if (!pub.WaitConnected(std::chrono::seconds(10))) {
+      std::fprintf(stderr, "bench/rollout: baseline client could not connect\n");
+      return 1;
+    }
+    const std::string payload(120, 'x');  // about a jobs request's size
+    const auto start = Clock::now();
+    for (int64_t i = 0; i < messages; ++i) pub.Publish("bench/baseline", payload, 1);
+    pub.Flush(std::chrono::seconds(120));
+    baseline_seconds = Since(start);
+  }
+  const double baseline_rate = messages / std::max(baseline_seconds, 1e-9);
+
+  const bool met = finished >= devices && succeeded == devices && seconds <= 120 &&
+                   controller_rss_kb <= 150 * 1024;
+  std::printf("\n| devices | first notice to last SUCCEEDED | devices/s | MQTT messages/s | "
+              "controller CPU | controller peak RSS | simulator CPU | commits | rows/commit |\n"
+              "|---|---|---|---|---|---|---|---|---|\n"
+              "| %lld | **%.1f s** | %.0f | %.0f (%lld) | %.1f s | %.0f MB | %.1f s | %lld | %.1f |\n",
+              static_cast<long long>(devices), seconds, succeeded / std::max(seconds, 1e-9),
+              messages_per_second, static_cast<long long>(messages), controller_cpu,
+              controller_rss_kb / 1024.0, sim_cpu, static_cast<long long>(commits),
+              rows_per_commit);
+  std::printf("release published to last device finished: %.1f s; %lld SUCCEEDED\n",
+              wall_from_release, static_cast<long long>(succeeded));
+  std::printf("baseline: %lld QoS 1 messages by a raw Paho publish loop in %.1f s = %.0f/s; "
+              "the rollout moved messages at %.2f of that rate\n",
+              static_cast<long long>(messages), baseline_seconds, baseline_rate,
+              messages_per_second / baseline_rate);
+  std::printf("targets (<= 120 s, controller peak RSS <= 150 MB, every device SUCCEEDED): %s\n",
+              met ? "met" : "NOT met");
+
+  char date[32];
+  std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  Json figures = {
+      {"benchmark", "rollout"},
+      {"date", date},
+      {"machine", {{"cpus", std::thread::hardware_concurrency()}}},
+      {"devices", devices},
+      {"connections", connections},
+      {"telemetry_interval_seconds", telemetry_interval},
+      {"seconds_first_notice_to_last_succeeded", seconds},
+      {"seconds_release_to_last_finished", wall_from_release},
+      {"succeeded", succeeded},
+      {"devices_per_second", succeeded / std::max(seconds, 1e-9)},
+      {"mqtt_messages", messages},
+      {"mqtt_messages_per_second", messages_per_second},
+      {"controller_cpu_seconds", controller_cpu},
+      {"controller_peak_rss_mb", controller_rss_kb / 1024.0},
+      {"simulator_cpu_seconds", sim_cpu},
+      {"database_commits", commits},
+      {"database_rows_per_commit", rows_per_commit},
+      {"baseline", {{"messages", messages},
+                    {"seconds", baseline_seconds},
+                    {"messages_per_second", baseline_rate},
+                    {"rollout_to_baseline_ratio", messages_per_second / baseline_rate}}},
+      {"targets", {{"seconds_max", 120}, {"controller_peak_rss_mb_max", 150}, {"met", met}}}};
+  std::filesystem::create_directories(std::filesystem::path(json_path).parent_path());
+  std::ofstream(json_path) << figures.dump(2) << "\n";
+  std::printf("wrote %s (controller log: %s)\n", json_path.c_str(), controller_log.c_str());
+  return met ? 0 : 1;
+}
