@@ -22,6 +22,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -43,7 +44,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
 
-double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 struct DbStats {
   int64_t commits = 0;
@@ -95,8 +98,8 @@ pid_t StartController(const std::string& binary, const std::string& conninfo,
     setenv("FLEETWAVE_DB", conninfo.c_str(), 1);
     std::FILE* log = std::freopen(log_path.c_str(), "w", stdout);
     if (log) dup2(fileno(stdout), STDERR_FILENO);
-    std::vector<std::string> args = {binary, "controller", "--plan", plan_path, "--client-id",
-                                     "fleetwave-bench-rollout"};
+    std::vector<std::string> args = {binary,    "controller",  "--plan",
+                                     plan_path, "--client-id", "fleetwave-bench-rollout"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -116,13 +119,17 @@ int main(int argc, char** argv) {
   int deadline_seconds = 900;
   std::string binary = FLEETWAVE_BINARY;
   std::string json_path = "bench/results/rollout.json";
-  app.add_option("--devices", devices, "Simulated devices")->capture_default_str()->check(
-      CLI::Range(int64_t{1}, int64_t{1000000}));
+  std::string profile_path;
+  app.add_option("--devices", devices, "Simulated devices")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
   app.add_option("--connections", connections,
                  "MQTT connections of the simulator (default: one per 12,500 devices, at least 8)");
   app.add_option("--telemetry-interval-seconds", telemetry_interval,
                  "Seconds between a device's health reports (0: none)")
       ->capture_default_str();
+  app.add_option("--profile", profile_path,
+                 "Simulator profile (JSON); default: healthy, steps reported, updates 4-12 s");
   app.add_option("--deadline-seconds", deadline_seconds, "Give up after this long")
       ->capture_default_str();
   app.add_option("--fleetwave", binary, "fleetwave binary")->capture_default_str();
@@ -161,19 +168,35 @@ int main(int argc, char** argv) {
     simulator::WriteFleetCsv(spec, csv);
     db::Registry(*conn).ImportDevices(csv);
   }
-  std::printf("bench/rollout: %lld devices registered; simulator over %d connections, "
-              "telemetry %s\n",
-              static_cast<long long>(devices), connections,
-              telemetry_interval > 0
-                  ? ("every " + std::to_string(static_cast<int>(telemetry_interval)) + " s").c_str()
-                  : "off");
+  std::printf(
+      "bench/rollout: %lld devices registered; simulator over %d connections, "
+      "telemetry %s\n",
+      static_cast<long long>(devices), connections,
+      telemetry_interval > 0
+          ? ("every " + std::to_string(static_cast<int>(telemetry_interval)) + " s").c_str()
+          : "off");
 
   simulator::SimulateOptions so;
   so.fleet = spec;
   so.mqtt_uri = broker;
   so.connections = connections;
   so.telemetry_interval_seconds = telemetry_interval;
-  so.profile = *simulator::ParseProfile("{}");
+  std::string profile_json = "{}";
+  if (!profile_path.empty()) {
+    std::ifstream in(profile_path);
+    if (!in) {
+      std::fprintf(stderr, "bench/rollout: cannot read --profile %s\n", profile_path.c_str());
+      return 2;
+    }
+    profile_json.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::string profile_error;
+  auto profile = simulator::ParseProfile(profile_json, &profile_error);
+  if (!profile) {
+    std::fprintf(stderr, "bench/rollout: --profile: %s\n", profile_error.c_str());
+    return 2;
+  }
+  so.profile = *profile;
   if (auto problem = simulator::CheckOptions(so)) {
     std::fprintf(stderr, "bench/rollout: %s\n", problem->c_str());
     return 2;
@@ -281,20 +304,21 @@ int main(int argc, char** argv) {
 
   const bool met = finished >= devices && succeeded == devices && seconds <= 120 &&
                    controller_rss_kb <= 150 * 1024;
-  std::printf("\n| devices | first notice to last SUCCEEDED | devices/s | MQTT messages/s | "
-              "controller CPU | controller peak RSS | simulator CPU | commits | rows/commit |\n"
-              "|---|---|---|---|---|---|---|---|---|\n"
-              "| %lld | **%.1f s** | %.0f | %.0f (%lld) | %.1f s | %.0f MB | %.1f s | %lld | %.1f |\n",
-              static_cast<long long>(devices), seconds, succeeded / std::max(seconds, 1e-9),
-              messages_per_second, static_cast<long long>(messages), controller_cpu,
-              controller_rss_kb / 1024.0, sim_cpu, static_cast<long long>(commits),
-              rows_per_commit);
+  std::printf(
+      "\n| devices | first notice to last SUCCEEDED | devices/s | MQTT messages/s | "
+      "controller CPU | controller peak RSS | simulator CPU | commits | rows/commit |\n"
+      "|---|---|---|---|---|---|---|---|---|\n"
+      "| %lld | **%.1f s** | %.0f | %.0f (%lld) | %.1f s | %.0f MB | %.1f s | %lld | %.1f |\n",
+      static_cast<long long>(devices), seconds, succeeded / std::max(seconds, 1e-9),
+      messages_per_second, static_cast<long long>(messages), controller_cpu,
+      controller_rss_kb / 1024.0, sim_cpu, static_cast<long long>(commits), rows_per_commit);
   std::printf("release published to last device finished: %.1f s; %lld SUCCEEDED\n",
               wall_from_release, static_cast<long long>(succeeded));
-  std::printf("baseline: %lld QoS 1 messages by a raw Paho publish loop in %.1f s = %.0f/s; "
-              "the rollout moved messages at %.2f of that rate\n",
-              static_cast<long long>(messages), baseline_seconds, baseline_rate,
-              messages_per_second / baseline_rate);
+  std::printf(
+      "baseline: %lld QoS 1 messages by a raw Paho publish loop in %.1f s = %.0f/s; "
+      "the rollout moved messages at %.2f of that rate\n",
+      static_cast<long long>(messages), baseline_seconds, baseline_rate,
+      messages_per_second / baseline_rate);
   std::printf("targets (<= 120 s, controller peak RSS <= 150 MB, every device SUCCEEDED): %s\n",
               met ? "met" : "NOT met");
 
@@ -308,6 +332,7 @@ int main(int argc, char** argv) {
       {"devices", devices},
       {"connections", connections},
       {"telemetry_interval_seconds", telemetry_interval},
+      {"profile", Json::parse(profile_json)},
       {"seconds_first_notice_to_last_succeeded", seconds},
       {"seconds_release_to_last_finished", wall_from_release},
       {"succeeded", succeeded},
@@ -319,10 +344,11 @@ int main(int argc, char** argv) {
       {"simulator_cpu_seconds", sim_cpu},
       {"database_commits", commits},
       {"database_rows_per_commit", rows_per_commit},
-      {"baseline", {{"messages", messages},
-                    {"seconds", baseline_seconds},
-                    {"messages_per_second", baseline_rate},
-                    {"rollout_to_baseline_ratio", messages_per_second / baseline_rate}}},
+      {"baseline",
+       {{"messages", messages},
+        {"seconds", baseline_seconds},
+        {"messages_per_second", baseline_rate},
+        {"rollout_to_baseline_ratio", messages_per_second / baseline_rate}}},
       {"targets", {{"seconds_max", 120}, {"controller_peak_rss_mb_max", 150}, {"met", met}}}};
   std::filesystem::create_directories(std::filesystem::path(json_path).parent_path());
   std::ofstream(json_path) << figures.dump(2) << "\n";

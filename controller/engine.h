@@ -36,7 +36,9 @@ struct EngineOptions {
   std::chrono::milliseconds reconcile_interval{1000};
   // Approve and deny URLs are <base>/approvals/<token>/approve|deny.
   std::string approval_base_url = "http://127.0.0.1:8080";
-  int64_t chunk = 5000;  // executions per transaction when queuing, timing out, cancelling
+  // Executions per transaction when queuing, timing out, cancelling: small enough that the
+  // device requests waiting meanwhile are not held up long (bench/rollout).
+  int64_t chunk = 1000;
   std::string lease_name = "controller";
 };
 

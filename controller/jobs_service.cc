@@ -161,7 +161,9 @@ int64_t JobsService::Apply(const ExecutionOps& ops) {
   db::BatchResult result;
   int64_t applied = 0;
   {
-    std::lock_guard<std::mutex> lock(queue_mu_);
+    std::unique_lock<std::mutex> lock(queue_mu_);
+    // Bounded, so that a serve loop that always has a batch waiting cannot starve the engine.
+    queue_cv_.wait_for(lock, kServeFirstAtMost, [this] { return !serve_waiting_ || stop_; });
     result = store_.RunBatch(
         batch, [&](db::JobsSnapshot& s) { return Decide(none, {}, s, ops.ops, &applied); });
   }
@@ -240,9 +242,14 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
   auto backoff = std::chrono::milliseconds(50);
   while (!committed) {
     try {
-      std::lock_guard<std::mutex> lock(queue_mu_);
-      result = store_.RunBatch(batch,
-                               [&](db::JobsSnapshot& s) { return Decide(requests, telemetry, s); });
+      serve_waiting_ = true;
+      {
+        std::lock_guard<std::mutex> lock(queue_mu_);
+        serve_waiting_ = false;
+        queue_cv_.notify_all();  // a waiting Apply() goes next, once this batch frees the lock
+        result = store_.RunBatch(
+            batch, [&](db::JobsSnapshot& s) { return Decide(requests, telemetry, s); });
+      }
       committed = written = true;
       break;
     } catch (const db::Unavailable& e) {

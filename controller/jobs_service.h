@@ -50,7 +50,8 @@ struct JobsServiceOptions {
   // one committed, which under load is already large (measured: the best latency and throughput).
   std::chrono::milliseconds batch_window{0};
   std::chrono::milliseconds database_wait{30000};  // then answer InternalError
-  size_t max_inflight = 2000;                      // per connection
+  size_t max_inflight =
+      200;  // per connection; Paho scans its in-flight list per ack (bench/rollout)
   // Answers are not state (a device that misses one asks again, and a retried clientToken gets
   // the same answer), so by default they skip the PUBACK round trip; notices always use QoS 1.
   int answer_qos = 0;
@@ -133,7 +134,13 @@ class JobsService {
   mqtt::Client publisher_;
   db::JobsStore store_;
   db::Outbox outbox_;
-  std::mutex queue_mu_;  // Queue() and the serve loop share store_
+  // Apply() and the serve loop share store_. Devices go first: while a batch of requests waits
+  // for the store (serve_waiting_), Apply() lets it in before taking its turn (queuing a wave of
+  // 50,000 must not stall the devices already updating).
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::atomic<bool> serve_waiting_{false};
+  static constexpr std::chrono::seconds kServeFirstAtMost{2};
 
   std::atomic<bool> stop_{false};
   std::thread serve_;
