@@ -285,7 +285,9 @@ int main(int argc, char** argv) {
   // The baseline: the same number of QoS 1 messages through the same broker, one Paho client
   // publishing as fast as its in-flight window allows.
   double baseline_seconds = 0;
-  {
+  if (finished < devices) {
+    std::printf("baseline skipped: the rollout did not finish\n");
+  } else {
     mqtt::ClientOptions o;
     o.server_uri = broker;
     o.client_id = "fleetwave-bench-baseline";
@@ -300,7 +302,8 @@ int main(int argc, char** argv) {
     pub.Flush(std::chrono::seconds(120));
     baseline_seconds = Since(start);
   }
-  const double baseline_rate = messages / std::max(baseline_seconds, 1e-9);
+  const double baseline_rate = baseline_seconds > 0 ? messages / baseline_seconds : 0;
+  const double ratio = baseline_rate > 0 ? messages_per_second / baseline_rate : 0;
 
   const bool met = finished >= devices && succeeded == devices && seconds <= 120 &&
                    controller_rss_kb <= 150 * 1024;
@@ -314,11 +317,11 @@ int main(int argc, char** argv) {
       controller_rss_kb / 1024.0, sim_cpu, static_cast<long long>(commits), rows_per_commit);
   std::printf("release published to last device finished: %.1f s; %lld SUCCEEDED\n",
               wall_from_release, static_cast<long long>(succeeded));
-  std::printf(
-      "baseline: %lld QoS 1 messages by a raw Paho publish loop in %.1f s = %.0f/s; "
-      "the rollout moved messages at %.2f of that rate\n",
-      static_cast<long long>(messages), baseline_seconds, baseline_rate,
-      messages_per_second / baseline_rate);
+  if (baseline_seconds > 0)
+    std::printf(
+        "baseline: %lld QoS 1 messages by a raw Paho publish loop in %.1f s = %.0f/s; "
+        "the rollout moved messages at %.2f of that rate\n",
+        static_cast<long long>(messages), baseline_seconds, baseline_rate, ratio);
   std::printf("targets (<= 120 s, controller peak RSS <= 150 MB, every device SUCCEEDED): %s\n",
               met ? "met" : "NOT met");
 
@@ -336,6 +339,7 @@ int main(int argc, char** argv) {
       {"seconds_first_notice_to_last_succeeded", seconds},
       {"seconds_release_to_last_finished", wall_from_release},
       {"succeeded", succeeded},
+      {"finished", finished},
       {"devices_per_second", succeeded / std::max(seconds, 1e-9)},
       {"mqtt_messages", messages},
       {"mqtt_messages_per_second", messages_per_second},
