@@ -127,7 +127,20 @@ JobsServiceStats JobsService::stats() const {
 void JobsService::Hand(Outgoing outgoing) {
   {
     std::unique_lock<std::mutex> lock(answers_mu_);
-    answers_cv_.wait(lock, [this] { return answers_.size() < kMaxAnswerBatches; });
+    if (!answers_cv_.wait_for(lock, kHandWaitAtMost,
+                              [this] { return answers_.size() < kMaxAnswerBatches; })) {
+      // Overloaded. Answers are not state (a device asks again); the notices are in the outbox,
+      // unsent, and the relay publishes them once they are older than a fresh batch's.
+      lock.unlock();
+      static RateLimitedLog overload_log(10);
+      overload_log.Warn("publisher overloaded: " + std::to_string(outgoing.answers.size()) +
+                        " answer(s) dropped (their devices ask again), " +
+                        std::to_string(outgoing.notices.size()) +
+                        " notice(s) left to the outbox relay");
+      std::lock_guard<std::mutex> stats_lock(stats_mu_);
+      stats_.answers_dropped += outgoing.answers.size();
+      return;
+    }
     answers_.push_back(std::move(outgoing));
   }
   answers_cv_.notify_all();

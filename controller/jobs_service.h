@@ -87,6 +87,9 @@ struct JobsServiceStats {
   uint64_t rows_written = 0;
   uint64_t notices_sent = 0;
   uint64_t database_errors = 0;
+  // Answers not published because the publisher stayed stuck for kHandWaitAtMost (overload);
+  // their devices ask again, and the notices of those batches go out by the outbox relay.
+  uint64_t answers_dropped = 0;
   double database_seconds = 0;  // in RunBatch: load, decide, write, commit
   double publish_seconds = 0;   // publishing answers (beside the serve loop)
 };
@@ -161,6 +164,10 @@ class JobsService {
   std::deque<Outgoing> answers_;
   bool serve_joined_ = false;  // guarded by answers_mu_; the answerer may end once it is set
   static constexpr size_t kMaxAnswerBatches = 4;
+  // How long Hand() waits for room before it drops the batch's answers. The serve loop must not
+  // wait on the publisher indefinitely: while Paho's receive thread is held by a full inbound
+  // queue, no publish gets through until the serve loop drains that queue.
+  static constexpr std::chrono::seconds kHandWaitAtMost{1};
   // Notices published but not yet confirmed (unconfirmed_), and confirmed ones to be marked sent
   // by the next batch or by the relay (acked_).
   std::mutex acked_mu_;
