@@ -191,11 +191,18 @@ class EngineTest : public ::testing::Test {
   }
 
   // Waits until `sql` (a boolean query) is true; fails the test with `what` after `timeout`.
+  // No row yet (e.g. the rollout is not planned yet) counts as false.
   bool WaitFor(const std::string& sql, const std::string& what,
                std::chrono::milliseconds timeout = 60s) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
+    auto holds = [&] {
+      auto c = database_.Connect();
+      pqxx::work txn(*c);
+      auto rows = txn.exec(sql);
+      return !rows.empty() && !rows[0][0].is_null() && rows[0][0].as<bool>();
+    };
     while (std::chrono::steady_clock::now() < deadline) {
-      if (Query<bool>(sql)) return true;
+      if (holds()) return true;
       std::this_thread::sleep_for(50ms);
     }
     ADD_FAILURE() << "timed out waiting for " << what << "\nevents:\n" << History();
