@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fleet/json_text.h"
+
 namespace fleet {
 namespace {
 
@@ -22,34 +24,6 @@ std::string Path(const std::string& parent, std::string_view key) {
 
 std::string Index(const std::string& parent, size_t i) {
   return parent + "[" + std::to_string(i) + "]";
-}
-
-// Numbers as an operator wrote them: 5, not 5.0 or 5.000000.
-std::string FormatNumber(double x) {
-  if (std::isfinite(x) && x == std::floor(x) && std::fabs(x) < 1e15) {
-    return std::to_string(static_cast<int64_t>(x));
-  }
-  return Json(x).dump();
-}
-
-// A JSON value in an error message: its type and a short rendering of it.
-std::string Describe(const Json& value) {
-  std::string text = value.dump();
-  if (text.size() > 64) text = text.substr(0, 61) + "...";
-  switch (value.type()) {
-    case Json::value_t::string:
-      return "string " + text;
-    case Json::value_t::boolean:
-      return "boolean " + text;
-    case Json::value_t::null:
-      return "null";
-    case Json::value_t::array:
-      return "array " + text;
-    case Json::value_t::object:
-      return "object " + text;
-    default:
-      return text;
-  }
 }
 
 class Reader {

@@ -8,43 +8,20 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fleet/json_text.h"
 #include "fleet/registry.h"
 
 namespace simulator {
 namespace {
 
 using Json = nlohmann::json;
+using fleet::Describe;
+using fleet::FormatNumber;
 
 constexpr double kMaxSeconds = 315360000;  // 10 years, as the plan's durations
 
 std::string Path(const std::string& parent, std::string_view key) {
   return parent.empty() ? std::string(key) : parent + "." + std::string(key);
-}
-
-// Numbers as an operator wrote them: 5, not 5.0.
-std::string FormatNumber(double x) {
-  if (std::isfinite(x) && x == std::floor(x) && std::fabs(x) < 1e15)
-    return std::to_string(static_cast<int64_t>(x));
-  return Json(x).dump();
-}
-
-std::string Describe(const Json& value) {
-  std::string text = value.dump();
-  if (text.size() > 64) text = text.substr(0, 61) + "...";
-  switch (value.type()) {
-    case Json::value_t::string:
-      return "string " + text;
-    case Json::value_t::boolean:
-      return "boolean " + text;
-    case Json::value_t::null:
-      return "null";
-    case Json::value_t::array:
-      return "array " + text;
-    case Json::value_t::object:
-      return "object " + text;
-    default:
-      return text;
-  }
 }
 
 // Reads fields onto structs that already hold their defaults (or the layer below), checking each
