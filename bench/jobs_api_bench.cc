@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "bench/proc_stats.h"
 #include "db/connection.h"
 #include "db/jobs_store.h"
 #include "db/migrator.h"
@@ -39,6 +40,9 @@
 #include "simulator/fleet_spec.h"
 
 namespace {
+
+using bench::CpuSeconds;
+using bench::PeakRssKb;
 
 using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
@@ -58,26 +62,6 @@ DbStats ReadDbStats(const std::string& conninfo) {
       "select xact_commit, tup_inserted + tup_updated + tup_deleted from pg_stat_database "
       "where datname = current_database()");
   return {r[0].as<int64_t>(), r[1].as<int64_t>()};
-}
-
-double CpuSeconds(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(stat, line);
-  std::istringstream fields(line.substr(line.rfind(')') + 2));
-  std::string skip;
-  for (int i = 3; i < 14; ++i) fields >> skip;  // fields 3..13
-  long utime = 0, stime = 0;
-  fields >> utime >> stime;
-  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-int64_t PeakRssKb(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.starts_with("VmHWM:")) return std::stoll(line.substr(6));
-  return 0;
 }
 
 // The devices of one phase: each walks start-next -> IN_PROGRESS -> SUCCEEDED over one

@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "bench/proc_stats.h"
 #include "db/connection.h"
 #include "db/migrator.h"
 #include "db/registry.h"
@@ -40,6 +41,9 @@
 #include "simulator/simulate.h"
 
 namespace {
+
+using bench::CpuSeconds;
+using bench::PeakRssKb;
 
 using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
@@ -60,28 +64,6 @@ DbStats ReadDbStats(pqxx::connection& conn) {
       "select xact_commit, tup_inserted + tup_updated + tup_deleted from pg_stat_database "
       "where datname = current_database()");
   return {r[0].as<int64_t>(), r[1].as<int64_t>()};
-}
-
-// CPU seconds (user + system) of a process, from /proc.
-double CpuSeconds(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(stat, line);
-  if (line.empty()) return 0;
-  std::istringstream fields(line.substr(line.rfind(')') + 2));
-  std::string skip;
-  for (int i = 3; i < 14; ++i) fields >> skip;  // fields 3..13
-  long utime = 0, stime = 0;
-  fields >> utime >> stime;
-  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-int64_t PeakRssKb(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.starts_with("VmHWM:")) return std::stoll(line.substr(6));
-  return 0;
 }
 
 double ProcessCpuSeconds() {
