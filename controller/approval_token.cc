@@ -53,12 +53,17 @@ std::string HashToken(const std::string& token) {
 IssuedToken IssueApprovalToken(const std::string& secret, const std::string& rollout_id, int wave,
                                int64_t expires_at) {
   if (secret.empty()) throw std::invalid_argument("approval tokens need a non-empty secret");
-  const std::string nonce = RandomHex(16);
   IssuedToken t;
-  t.token = nonce + "." + std::to_string(expires_at) + "." +
-            Mac(secret, Message(rollout_id, wave, expires_at, nonce));
+  t.nonce = RandomHex(16);
+  t.token = ApprovalToken(secret, rollout_id, wave, expires_at, t.nonce);
   t.hash = HashToken(t.token);
   return t;
+}
+
+std::string ApprovalToken(const std::string& secret, const std::string& rollout_id, int wave,
+                          int64_t expires_at, const std::string& nonce) {
+  return nonce + "." + std::to_string(expires_at) + "." +
+         Mac(secret, Message(rollout_id, wave, expires_at, nonce));
 }
 
 bool VerifyApprovalToken(const std::string& secret, const std::string& token,

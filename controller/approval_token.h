@@ -14,12 +14,17 @@ namespace controller {
 
 struct IssuedToken {
   std::string token;
-  std::string hash;  // HashToken(token)
+  std::string hash;   // HashToken(token)
+  std::string nonce;  // kept with the approval, so ApprovalToken can show the link again
 };
 
 // REQUIRES: a non-empty secret (RandomHex(32) makes one).
 IssuedToken IssueApprovalToken(const std::string& secret, const std::string& rollout_id, int wave,
                                int64_t expires_at);
+
+// The token IssueApprovalToken gave for these values (to show a pending approval's link again).
+std::string ApprovalToken(const std::string& secret, const std::string& rollout_id, int wave,
+                          int64_t expires_at, const std::string& nonce);
 
 // Whether `token` was issued with `secret` for this rollout and wave and is unexpired at `now`.
 bool VerifyApprovalToken(const std::string& secret, const std::string& token,

@@ -331,6 +331,7 @@ int RunCli(int argc, char** argv) {
   AddWatchdog(app, g);
   AddRollout(app, g);
   AddSimulate(app, g);
+  AddStatus(app, g);
 
   try {
     app.parse(argc, argv);

@@ -39,5 +39,6 @@ void AddController(CLI::App& app, Globals& g);  // cli_controller.cc
 void AddWatchdog(CLI::App& app, Globals& g);    // cli_watchdog.cc
 void AddRollout(CLI::App& app, Globals& g);     // cli_rollout.cc: rollout ..., history
 void AddSimulate(CLI::App& app, Globals& g);    // cli_simulate.cc
+void AddStatus(CLI::App& app, Globals& g);      // cli_status.cc: status, watch
 
 }  // namespace controller

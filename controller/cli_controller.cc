@@ -1,6 +1,9 @@
 #include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -10,6 +13,7 @@
 
 #include "controller/cli_common.h"
 #include "controller/engine.h"
+#include "controller/http_server.h"
 #include "controller/jobs_service.h"
 #include "fleet/plan.h"
 
@@ -36,9 +40,14 @@ void AddController(CLI::App& app, Globals& g) {
   cmd->add_option("--reconcile-interval-ms", *reconcile_ms, "Time between reconcile passes")
       ->capture_default_str()
       ->check(CLI::Range(50, 600000));
-  cmd->add_option("--approval-base-url", e->approval_base_url,
-                  "Base of the approve/deny URLs logged for approvals")
+  auto http = std::make_shared<std::string>("127.0.0.1:8080");
+  cmd->add_option("--http", *http,
+                  "HOST:PORT of the console, JSON API, /metrics and approval links; port 0 "
+                  "picks a free one; \"off\" serves no HTTP")
+      ->envname("FLEETWAVE_HTTP")
       ->capture_default_str();
+  auto* base_url = cmd->add_option("--approval-base-url", e->approval_base_url,
+                                   "Base of approval links (default: http://<--http address>)");
   cmd->add_option("--topic-root", o->topic_root, "Root of the jobs topics")->capture_default_str();
   cmd->add_option("--telemetry-root", o->telemetry_root, "Root of the telemetry topics")
       ->capture_default_str();
@@ -59,7 +68,8 @@ void AddController(CLI::App& app, Globals& g) {
   cmd->add_option("--telemetry-retention-days", *retention_days, "Telemetry kept this long")
       ->capture_default_str()
       ->check(CLI::Range(1, 3650));
-  cmd->callback([&g, o, e, plan_file, lease_ttl, reconcile_ms, window_ms, retention_days] {
+  cmd->callback([&g, o, e, plan_file, lease_ttl, reconcile_ms, window_ms, retention_days, http,
+                 base_url] {
     if (!plan_file->empty()) {
       std::ifstream in(*plan_file);
       if (!in) throw UsageError("--plan " + *plan_file + ": cannot read the file");
@@ -90,13 +100,56 @@ void AddController(CLI::App& app, Globals& g) {
     sigaddset(&signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+    // HTTP first: its bound port makes the default base of approval links.
+    std::unique_ptr<HttpServer> server;
+    std::atomic<const Engine*> running{nullptr};  // read by /readyz's role
+    if (*http != "off") {
+      HttpOptions h;
+      h.address = *http;
+      h.db = g.db;
+      h.mqtt_uri = g.mqtt;
+      if (const char* token = std::getenv("FLEETWAVE_ADMIN_TOKEN")) h.admin_token = token;
+      h.role = [&running] {
+        const Engine* engine = running.load();
+        return engine && engine->stats().leading ? "leader" : "standby";
+      };
+      server = std::make_unique<HttpServer>(h);
+      try {
+        server->Start();
+      } catch (const std::runtime_error& err) {
+        throw UsageError(err.what());
+      }
+      if (base_url->count() == 0) {
+        std::string host = ParseHostPort(*http).host;
+        if (host == "0.0.0.0" || host == "::") {
+          char name[256] = {};
+          gethostname(name, sizeof name - 1);
+          host = name;
+        }
+        if (host.find(':') != std::string::npos) host = "[" + host + "]";
+        e->approval_base_url = "http://" + host + ":" + std::to_string(server->port());
+      }
+      if (h.admin_token.empty())
+        spdlog::info(
+            "http: FLEETWAVE_ADMIN_TOKEN is not set, so pause/resume/abort over HTTP are off");
+    }
+
     Engine engine(*e, *o);
+    // The server stops before the engine it asks goes away, also when Start() throws.
+    struct StopServerFirst {
+      HttpServer* server;
+      ~StopServerFirst() {
+        if (server) server->Stop();
+      }
+    } stop_server_first{server.get()};
+    running = &engine;
     engine.Start();
     spdlog::info("controller: jobs under {} (telemetry {}) via {}; plan {}", o->topic_root,
                  o->telemetry_root, o->mqtt_uri, fleet::PlanToJson(e->plan));
     int signal = 0;
     sigwait(&signals, &signal);
     spdlog::info("controller: signal {}, stopping", signal);
+    if (server) server->Stop();
     engine.Stop();
     auto s = engine.stats();
     spdlog::info("controller: stopped after {} reconcile passes ({} failed), leader {} time(s)",

@@ -15,7 +15,9 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "controller/approval_links.h"
 #include "controller/cli_common.h"
+#include "controller/status_json.h"
 #include "db/connection.h"
 #include "db/rollout_queries.h"
 #include "fleet/rollout_machine.h"
@@ -24,11 +26,6 @@ namespace controller {
 namespace {
 
 using Json = nlohmann::json;
-
-template <typename T>
-Json OrNull(const std::optional<T>& v) {
-  return v ? Json(*v) : Json(nullptr);
-}
 
 std::string OrDash(const std::optional<std::string>& s) { return s ? *s : "-"; }
 
@@ -66,63 +63,6 @@ std::string Actor() {
   if (const passwd* pw = getpwuid(geteuid()); pw && pw->pw_name)
     return "cli:" + std::string(pw->pw_name);
   return "cli:uid" + std::to_string(geteuid());
-}
-
-Json ToJson(const db::ExecutionCounts& c) {
-  return Json{{"queued", c.queued},    {"inProgress", c.in_progress}, {"succeeded", c.succeeded},
-              {"failed", c.failed},    {"rejected", c.rejected},      {"timedOut", c.timed_out},
-              {"canceled", c.canceled}};
-}
-
-Json ToJson(const db::RolloutSummary& r) {
-  return Json{{"id", r.id},
-              {"cycle", r.cycle_id},
-              {"model", r.model},
-              {"version", r.version},
-              {"state", r.state},
-              {"currentWave", r.current_wave},
-              {"waveCount", r.waves},
-              {"total", r.total},
-              {"executions", ToJson(r.counts)},
-              {"reason", OrNull(r.reason)},
-              {"createdAt", r.created_at},
-              {"finishedAt", OrNull(r.finished_at)}};
-}
-
-Json ToJson(const db::RolloutDetail& d) {
-  Json out = ToJson(d.rollout);
-  out["releaseState"] = d.release_state;
-  out["plan"] = d.plan;
-  out["waves"] = Json::array();
-  for (const auto& w : d.waves) {
-    out["waves"].push_back(Json{{"wave", w.wave},
-                                {"planned", w.planned},
-                                {"state", w.state},
-                                {"executions", ToJson(w.counts)},
-                                {"verdict", OrNull(w.verdict)},
-                                {"startedAt", OrNull(w.started_at)},
-                                {"finishedAt", OrNull(w.finished_at)}});
-  }
-  out["pendingApprovals"] = Json::array();
-  for (const auto& a : d.approvals) {
-    out["pendingApprovals"].push_back(Json{{"wave", a.wave},
-                                           {"createdAt", a.created_at},
-                                           {"expiresAt", a.expires_at},
-                                           {"expired", a.expired}});
-  }
-  return out;
-}
-
-Json ToJson(const db::HistoryEvent& e) {
-  return Json{{"id", e.id},
-              {"at", e.at},
-              {"cycle", OrNull(e.cycle_id)},
-              {"rollout", OrNull(e.rollout_id)},
-              {"wave", OrNull(e.wave)},
-              {"kind", e.kind},
-              {"from", OrNull(e.from_state)},
-              {"to", OrNull(e.to_state)},
-              {"detail", e.detail}};
 }
 
 std::string Text(const Json& detail, const char* key) {
@@ -196,6 +136,7 @@ void PrintRollout(const db::RolloutDetail& d) {
   for (const auto& a : d.approvals) {
     std::printf("  wave %d: requested %s, %s %s\n", a.wave, a.created_at.c_str(),
                 a.expired ? "expired" : "expires", a.expires_at.c_str());
+    if (auto links = LinksOf(d, a)) std::printf("    open %s to decide\n", links->page.c_str());
   }
   std::printf("decide with `fleetwave rollout approve %s` or `fleetwave rollout deny %s`\n",
               r.id.c_str(), r.id.c_str());

@@ -437,9 +437,14 @@ void Engine::ReconcileRollout(const std::string& rollout_id, bool terminal, bool
       for (const auto& w : waves)
         if (w.state == fleet::WaveState::kPending && next == 0) next = w.wave;
       const int64_t expires_at = now + (plan.approval ? plan.approval->ttl_seconds : 86400);
-      const std::string secret = db::LoadOrCreateSecret(txn, "approval-hmac", RandomHex(32));
+      const std::string secret = db::LoadOrCreateSecret(txn, db::kApprovalSecret, RandomHex(32));
       IssuedToken token = IssueApprovalToken(secret, rollout_id, next, expires_at);
-      db::CreateApproval(txn, r, next, token.hash, expires_at,
+      db::CreateApproval(txn, r,
+                         {.wave = next,
+                          .token_hash = token.hash,
+                          .nonce = token.nonce,
+                          .base_url = options_.approval_base_url,
+                          .expires_at = expires_at},
                          {{"wave", next}, {"ttlSeconds", expires_at - now}});
       const std::string base = options_.approval_base_url + "/approvals/" + token.token;
       approval_urls.push_back("rollout " + rollout_id + " waits for approval of wave " +

@@ -118,47 +118,165 @@ std::vector<RolloutSummary> ListRollouts(pqxx::connection& conn, std::optional<i
   });
 }
 
+namespace {
+
+// One rollout's detail within the caller's snapshot; nullopt when there is no such rollout.
+std::optional<RolloutDetail> ReadRollout(pqxx::transaction_base& txn,
+                                         const std::string& rollout_id) {
+  auto rows = txn.exec_params("select " + kRolloutColumns +
+                                  ", rel.state, r.plan::text "
+                                  "from fleetwave.rollout_status s "
+                                  "join fleetwave.rollouts r on r.id = s.rollout_id "
+                                  "join fleetwave.releases rel on rel.id = r.release_id "
+                                  "where s.rollout_id = $1",
+                              rollout_id);
+  if (rows.empty()) return std::nullopt;
+  RolloutDetail d;
+  d.rollout = ToSummary(rows[0]);
+  d.release_state = rows[0][18].as<std::string>();
+  d.plan = Json::parse(rows[0][19].as<std::string>());
+  for (const auto& row : txn.exec_params(
+           "select wave, planned, state, queued, in_progress, succeeded, failed, rejected, "
+           "  timed_out, canceled, verdict, " +
+               Iso("started_at") + ", " + Iso("finished_at") +
+               " from fleetwave.wave_status where rollout_id = $1 order by wave",
+           rollout_id)) {
+    WaveSummary w;
+    w.wave = row[0].as<int>();
+    w.planned = row[1].as<int64_t>();
+    w.state = row[2].as<std::string>();
+    w.counts = CountsAt(row, 3);
+    w.verdict = OptionalText(row[10]);
+    w.started_at = OptionalText(row[11]);
+    w.finished_at = OptionalText(row[12]);
+    d.waves.push_back(std::move(w));
+  }
+  for (const auto& row : txn.exec_params(
+           "select wave, " + Iso("created_at") + ", " + Iso("expires_at") +
+               ", expires_at <= now(), extract(epoch from expires_at)::bigint, nonce, base_url "
+               "from fleetwave.approvals where rollout_id = $1 and state = 'pending' "
+               "order by wave",
+           rollout_id)) {
+    ApprovalSummary a;
+    a.wave = row[0].as<int>();
+    a.created_at = row[1].as<std::string>();
+    a.expires_at = row[2].as<std::string>();
+    a.expired = row[3].as<bool>();
+    a.expires_epoch = row[4].as<int64_t>();
+    a.nonce = OptionalText(row[5]);
+    a.base_url = OptionalText(row[6]);
+    d.approvals.push_back(std::move(a));
+  }
+  if (!d.approvals.empty()) d.approval_secret = ReadSecret(txn, kApprovalSecret);
+  return d;
+}
+
+const std::string kCycleColumns =
+    "c.id, c.state, " + Iso("c.started_at") + ", " + Iso("c.not_before") + ", " +
+    Iso("c.planned_at") + ", " + Iso("c.finished_at") + ", " + Iso("c.heartbeat_at") +
+    ", c.leader_epoch, (select count(*) from fleetwave.rollouts r where r.cycle_id = c.id)::int";
+
+CycleSummary ToCycle(const pqxx::row& row) {
+  CycleSummary c;
+  c.id = row[0].as<int64_t>();
+  c.state = row[1].as<std::string>();
+  c.started_at = row[2].as<std::string>();
+  c.not_before = row[3].as<std::string>();
+  c.planned_at = OptionalText(row[4]);
+  c.finished_at = OptionalText(row[5]);
+  c.heartbeat_at = row[6].as<std::string>();
+  c.leader_epoch = row[7].as<int64_t>();
+  c.rollouts = row[8].as<int>();
+  return c;
+}
+
+}  // namespace
+
 RolloutDetail ShowRollout(pqxx::connection& conn, const std::string& rollout_id) {
   return Guarded("reading rollout " + rollout_id, [&] {
     ReadTxn txn(conn);
-    auto rows = txn.exec_params("select " + kRolloutColumns +
-                                    ", rel.state, r.plan::text "
-                                    "from fleetwave.rollout_status s "
-                                    "join fleetwave.rollouts r on r.id = s.rollout_id "
-                                    "join fleetwave.releases rel on rel.id = r.release_id "
-                                    "where s.rollout_id = $1",
-                                rollout_id);
-    if (rows.empty()) throw NotFound(NoRollout(rollout_id));
-    RolloutDetail d;
-    d.rollout = ToSummary(rows[0]);
-    d.release_state = rows[0][18].as<std::string>();
-    d.plan = Json::parse(rows[0][19].as<std::string>());
+    auto d = ReadRollout(txn, rollout_id);
+    if (!d) throw NotFound(NoRollout(rollout_id));
+    return std::move(*d);
+  });
+}
+
+std::vector<CycleSummary> ListCycles(pqxx::connection& conn, int64_t limit) {
+  return Guarded("listing cycles", [&] {
+    ReadTxn txn(conn);
+    std::vector<CycleSummary> out;
     for (const auto& row : txn.exec_params(
-             "select wave, planned, state, queued, in_progress, succeeded, failed, rejected, "
-             "  timed_out, canceled, verdict, " +
-                 Iso("started_at") + ", " + Iso("finished_at") +
-                 " from fleetwave.wave_status where rollout_id = $1 order by wave",
-             rollout_id)) {
-      WaveSummary w;
-      w.wave = row[0].as<int>();
-      w.planned = row[1].as<int64_t>();
-      w.state = row[2].as<std::string>();
-      w.counts = CountsAt(row, 3);
-      w.verdict = OptionalText(row[10]);
-      w.started_at = OptionalText(row[11]);
-      w.finished_at = OptionalText(row[12]);
-      d.waves.push_back(std::move(w));
+             "select " + kCycleColumns + " from fleetwave.cycles c order by c.id desc limit $1",
+             limit))
+      out.push_back(ToCycle(row));
+    return out;
+  });
+}
+
+Status ReadStatus(pqxx::connection& conn, const std::string& lease_name) {
+  return Guarded("reading the status", [&] {
+    ReadTxn txn(conn);
+    Status s;
+    s.now = txn.exec1("select " + Iso("now()"))[0].as<std::string>();
+    // The running cycle; between two cycles (or after a crash) the latest one.
+    auto cycle = txn.exec("select " + kCycleColumns +
+                          " from fleetwave.cycles c order by (c.state = 'running') desc, c.id desc "
+                          "limit 1");
+    if (!cycle.empty()) s.cycle = ToCycle(cycle[0]);
+    auto lease =
+        txn.exec_params("select holder, epoch, " + Iso("heartbeat_at") + ", " + Iso("expires_at") +
+                            ", expires_at <= now() from fleetwave.leases where name = $1",
+                        lease_name);
+    if (!lease.empty()) {
+      s.leader = LeaderSummary{lease[0][0].as<std::string>(), lease[0][1].as<int64_t>(),
+                               lease[0][2].as<std::string>(), lease[0][3].as<std::string>(),
+                               lease[0][4].as<bool>()};
     }
-    for (const auto& row :
-         txn.exec_params("select wave, " + Iso("created_at") + ", " + Iso("expires_at") +
-                             ", expires_at <= now() from fleetwave.approvals "
-                             "where rollout_id = $1 and state = 'pending' "
-                             "order by wave",
-                         rollout_id)) {
-      d.approvals.push_back({row[0].as<int>(), row[1].as<std::string>(), row[2].as<std::string>(),
-                             row[3].as<bool>()});
+    if (s.cycle) {
+      for (const auto& row : txn.exec_params(
+               "select id from fleetwave.rollouts where cycle_id = $1 order by id", s.cycle->id)) {
+        if (auto d = ReadRollout(txn, row[0].as<std::string>()))
+          s.rollouts.push_back(std::move(*d));
+      }
     }
-    return d;
+    return s;
+  });
+}
+
+ApprovalLinkUse UseApprovalLink(pqxx::connection& conn, const std::string& token_hash,
+                                const TokenCheck& check, std::optional<fleet::Event> command,
+                                const std::string& actor) {
+  return Guarded("using an approval link", [&] {
+    pqxx::work txn(conn);
+    ApprovalLinkUse use;
+    auto rows = txn.exec_params(
+        "select a.id, a.rollout_id, a.wave, a.state, extract(epoch from a.expires_at)::bigint, "
+        "  rel.model, rel.version, r.state, r.cycle_id, a.expires_at <= now(), "
+        "  extract(epoch from now())::bigint "
+        "from fleetwave.approvals a join fleetwave.rollouts r on r.id = a.rollout_id "
+        "join fleetwave.releases rel on rel.id = r.release_id "
+        "where a.token_hash = $1 for update of a",
+        token_hash);
+    if (rows.empty()) return use;
+    const auto& row = rows[0];
+    ApprovalRecord a;
+    a.id = row[0].as<int64_t>();
+    a.rollout_id = row[1].as<std::string>();
+    a.wave = row[2].as<int>();
+    a.state = row[3].as<std::string>();
+    a.expires_at = row[4].as<int64_t>();
+    a.model = row[5].as<std::string>();
+    a.version = row[6].as<std::string>();
+    a.rollout_state = row[7].as<std::string>();
+    a.cycle_id = row[8].as<int64_t>();
+    use.expired = row[9].as<bool>();
+    use.genuine = check(a, ReadSecret(txn, kApprovalSecret).value_or(""), row[10].as<int64_t>());
+    use.approval = std::move(a);
+    if (command && use.genuine && !use.expired && use.approval->state == "pending") {
+      use.decided = RunOperatorCommand(txn, use.approval->rollout_id, *command, actor);
+      txn.commit();
+    }
+    return use;
   });
 }
 
@@ -196,29 +314,35 @@ History ReadHistory(pqxx::connection& conn, const HistoryQuery& query) {
   });
 }
 
+OperatorResult RunOperatorCommand(pqxx::transaction_base& txn, const std::string& rollout_id,
+                                  fleet::Event command, const std::string& actor) {
+  // Lock first (ApplyOperatorCommand locks the same row again, a no-op), so the state read here
+  // is the one the command changes, and no other writer adds events for the rollout meanwhile.
+  auto rows = txn.exec_params(
+      "select r.state, coalesce((select max(e.id) from fleetwave.events e "
+      "                          where e.rollout_id = r.id), 0) "
+      "from fleetwave.rollouts r where r.id = $1 for update",
+      rollout_id);
+  if (rows.empty()) throw NotFound(NoRollout(rollout_id));
+  OperatorResult result;
+  result.from = rows[0][0].as<std::string>();
+  const int64_t last_event = rows[0][1].as<int64_t>();
+  result.to = std::string(fleet::ToString(ApplyOperatorCommand(txn, rollout_id, command, actor)));
+  for (const auto& row : txn.exec_params("select " + kEventColumns +
+                                             " from fleetwave.events "
+                                             "where rollout_id = $1 and id > $2 order by id",
+                                         rollout_id, last_event))
+    result.events.push_back(ToEvent(row));
+  return result;
+}
+
 OperatorResult RunOperatorCommand(pqxx::connection& conn, const std::string& rollout_id,
                                   fleet::Event command, const std::string& actor) {
   const std::string what =
       std::string(fleet::ToString(command)) + " of rollout " + rollout_id + " by " + actor;
   return Guarded(what, [&] {
     pqxx::work txn(conn);
-    // Lock first (ApplyOperatorCommand locks the same row again, a no-op), so the state read here
-    // is the one the command changes, and no other writer adds events for the rollout meanwhile.
-    auto rows = txn.exec_params(
-        "select r.state, coalesce((select max(e.id) from fleetwave.events e "
-        "                          where e.rollout_id = r.id), 0) "
-        "from fleetwave.rollouts r where r.id = $1 for update",
-        rollout_id);
-    if (rows.empty()) throw NotFound(NoRollout(rollout_id));
-    OperatorResult result;
-    result.from = rows[0][0].as<std::string>();
-    const int64_t last_event = rows[0][1].as<int64_t>();
-    result.to = std::string(fleet::ToString(ApplyOperatorCommand(txn, rollout_id, command, actor)));
-    for (const auto& row : txn.exec_params("select " + kEventColumns +
-                                               " from fleetwave.events "
-                                               "where rollout_id = $1 and id > $2 order by id",
-                                           rollout_id, last_event))
-      result.events.push_back(ToEvent(row));
+    OperatorResult result = RunOperatorCommand(txn, rollout_id, command, actor);
     txn.commit();
     return result;
   });

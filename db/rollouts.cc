@@ -644,25 +644,26 @@ std::optional<PendingApproval> FindPendingApproval(pqxx::transaction_base& txn,
   return PendingApproval{rows[0][0].as<int64_t>(), rows[0][1].as<int>(), rows[0][2].as<int64_t>()};
 }
 
-int64_t CreateApproval(pqxx::transaction_base& txn, const RolloutRow& rollout, int wave,
-                       const std::string& token_hash, int64_t expires_at,
-                       const nlohmann::json& detail) {
+int64_t CreateApproval(pqxx::transaction_base& txn, const RolloutRow& rollout,
+                       const NewApproval& approval, const nlohmann::json& detail) {
   // A rollout paused while it awaited approval asks again when resumed: the old token dies.
   txn.exec_params(
       "update fleetwave.approvals set state = 'expired', decided_at = now() "
       "where rollout_id = $1 and state = 'pending'",
       rollout.id);
   const int64_t id = txn.exec_params1(
-                            "insert into fleetwave.approvals (rollout_id, wave, token_hash, "
-                            "expires_at) values ($1, $2, $3, to_timestamp($4)) returning id",
-                            rollout.id, wave, token_hash, expires_at)[0]
+                            "insert into fleetwave.approvals (rollout_id, wave, token_hash, nonce, "
+                            "base_url, expires_at) values ($1, $2, $3, $4, $5, to_timestamp($6)) "
+                            "returning id",
+                            rollout.id, approval.wave, approval.token_hash, approval.nonce,
+                            approval.base_url, approval.expires_at)[0]
                          .as<int64_t>();
   nlohmann::json d = detail;
   d["approval"] = id;
-  d["expiresAt"] = expires_at;
+  d["expiresAt"] = approval.expires_at;
   RecordEvent(txn, {.cycle_id = rollout.cycle_id,
                     .rollout_id = rollout.id,
-                    .wave = wave,
+                    .wave = approval.wave,
                     .kind = "approval_requested",
                     .to_state = "pending",
                     .detail = d});
@@ -694,6 +695,13 @@ std::string LoadOrCreateSecret(pqxx::transaction_base& txn, const std::string& n
       .exec_params1("select convert_from(value, 'UTF8') from fleetwave.secrets where name = $1",
                     name)[0]
       .as<std::string>();
+}
+
+std::optional<std::string> ReadSecret(pqxx::transaction_base& txn, const std::string& name) {
+  auto rows = txn.exec_params(
+      "select convert_from(value, 'UTF8') from fleetwave.secrets where name = $1", name);
+  if (rows.empty()) return std::nullopt;
+  return rows[0][0].as<std::string>();
 }
 
 }  // namespace db

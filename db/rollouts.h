@@ -219,16 +219,28 @@ struct PendingApproval {
 };
 std::optional<PendingApproval> FindPendingApproval(pqxx::transaction_base& txn,
                                                    const std::string& rollout_id);
-// Stores a new pending approval (only the token's hash) with an "approval_requested" event.
-int64_t CreateApproval(pqxx::transaction_base& txn, const RolloutRow& rollout, int wave,
-                       const std::string& token_hash, int64_t expires_at,
-                       const nlohmann::json& detail);
+// A new pending approval: the token's hash (to find it by its link), its nonce and the base URL
+// of its links (to show them again, see migrations/0003_operating.sql).
+struct NewApproval {
+  int wave = 0;
+  std::string token_hash;
+  std::string nonce;
+  std::string base_url;
+  int64_t expires_at = 0;
+};
+// Stores it with an "approval_requested" event; an older pending one of the rollout expires.
+int64_t CreateApproval(pqxx::transaction_base& txn, const RolloutRow& rollout,
+                       const NewApproval& approval, const nlohmann::json& detail);
 void ExpireApproval(pqxx::transaction_base& txn, const RolloutRow& rollout,
                     const PendingApproval& approval);
 
 // A shared secret by name, created with `fresh` on first use (the first committer wins).
 std::string LoadOrCreateSecret(pqxx::transaction_base& txn, const std::string& name,
                                const std::string& fresh);
+// The secret, or nullopt when it was never created.
+std::optional<std::string> ReadSecret(pqxx::transaction_base& txn, const std::string& name);
+// The name of the secret that signs approval tokens.
+inline constexpr char kApprovalSecret[] = "approval-hmac";
 
 // ---- Operator commands ----------------------------------------------------------------------
 

@@ -245,6 +245,8 @@ class EngineTest : public ::testing::Test {
     std::ofstream(plan) << plan_json;
     return {testing_support::FleetwaveBinary(),
             "controller",
+            "--http",
+            "127.0.0.1:0",
             "--plan",
             plan,
             "--lease-ttl",

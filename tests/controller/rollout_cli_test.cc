@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "tests/controller/rollout_fixture.h"
 #include "tests/support/process.h"
 #include "tests/support/test_database.h"
 
@@ -17,123 +18,17 @@ using Json = nlohmann::json;
 using testing::HasSubstr;
 using testing::Not;
 using testing_support::FleetwaveBinary;
+using testing_support::kBaseUrl;
+using testing_support::kCurrent;
+using testing_support::kOld;
+using testing_support::kPlan;
 using testing_support::ProcessResult;
+using testing_support::RolloutFixture;
 using testing_support::RunProcess;
 using testing_support::TestDatabase;
 
-constexpr char kPlan[] = R"({"waves": [{"percent": 10}, {"percent": 50}, {"percent": 100}],)"
-                         R"( "approval": {"beforeWaves": [3]}})";
-
-// The fixture: cycle 1 (completed) with one completed rollout of arm 1.1.0, and cycle 2
-// (running) with kCurrent, a rollout of arm 1.2.0 whose wave 1 passed, wave 2 runs and wave 3
-// waits; its executions: 3 succeeded, 1 failed, 1 timed out, 1 in progress, 1 queued.
-constexpr char kOld[] = "fw-arm-1.1.0-c1";
-constexpr char kCurrent[] = "fw-arm-1.2.0-c2";
-
-class RolloutCliTest : public ::testing::Test {
+class RolloutCliTest : public RolloutFixture {
  protected:
-  void SetUp() override {
-    Exec(
-        "insert into fleetwave.devices (id, model, firmware, firmware_key) "
-        "select 'd' || i, 'arm', '1.0.0', 'k100' from generate_series(1, 7) i");
-    Exec(
-        "insert into fleetwave.releases (model, version, version_key, url, sha256, size) values "
-        "('arm', '1.1.0', 'k110', 'https://fw.example.com/1.1.0', repeat('c', 64), 10), "
-        "('arm', '1.2.0', 'k120', 'https://fw.example.com/1.2.0', repeat('c', 64), 10)");
-    Exec(
-        "insert into fleetwave.cycles (state, started_at, finished_at) values "
-        "('completed', now() - interval '2 hours', now() - interval '1 hour')");
-    Exec("insert into fleetwave.cycles (state, started_at) values ('running', now())");
-    AddRollout(kOld, 1, "1.1.0", "completed", {"passed", "passed", "passed"});
-    Exec(
-        "update fleetwave.rollouts set finished_at = now(), reason = 'every wave has finished' "
-        "where id = '" +
-        std::string(kOld) + "'");
-    AddRollout(kCurrent, 2, "1.2.0", "running", {"passed", "running", "pending"});
-    Exec("update fleetwave.waves set verdict = 'passed' where rollout_id = '" +
-         std::string(kCurrent) + "' and wave = 1");
-    Exec(
-        "insert into fleetwave.job_executions (job_id, thing_name, status, wave) values "
-        "('fw-arm-1.2.0-c2', 'd1', 'SUCCEEDED', 1), ('fw-arm-1.2.0-c2', 'd2', 'SUCCEEDED', 2), "
-        "('fw-arm-1.2.0-c2', 'd3', 'SUCCEEDED', 2), ('fw-arm-1.2.0-c2', 'd4', 'FAILED', 2), "
-        "('fw-arm-1.2.0-c2', 'd5', 'TIMED_OUT', 2), ('fw-arm-1.2.0-c2', 'd6', 'IN_PROGRESS', 2), "
-        "('fw-arm-1.2.0-c2', 'd7', 'QUEUED', 2)");
-    Exec(
-        "insert into fleetwave.events (cycle_id, rollout_id, wave, kind, from_state, to_state, "
-        "detail) values "
-        "(1, null, null, 'cycle_started', null, 'running', '{\"by\": \"controller\"}'), "
-        "(1, 'fw-arm-1.1.0-c1', null, 'all_waves_passed', 'running', 'completed', "
-        " '{\"reason\": \"every wave has finished\"}'), "
-        "(2, null, null, 'cycle_started', null, 'running', '{\"by\": \"watchdog\"}'), "
-        "(2, 'fw-arm-1.2.0-c2', 1, 'wave_started', 'pending', 'running', "
-        " '{\"reason\": \"wave 1 started\"}'), "
-        "(2, 'fw-arm-1.2.0-c2', 1, 'gate_passed', 'soaking', 'passed', '{}'), "
-        "(2, 'fw-arm-1.2.0-c2', 2, 'wave_started', 'pending', 'running', "
-        " '{\"reason\": \"wave 2 started\"}')");
-  }
-
-  void Exec(const std::string& sql) {
-    auto conn = database_.Connect();
-    pqxx::work txn(*conn);
-    txn.exec(sql);
-    txn.commit();
-  }
-  std::string Scalar(const std::string& sql) {
-    auto conn = database_.Connect();
-    pqxx::read_transaction txn(*conn);
-    auto f = txn.exec1(sql)[0];
-    return f.is_null() ? "null" : f.as<std::string>();
-  }
-  int64_t Events() { return std::stoll(Scalar("select count(*) from fleetwave.events")); }
-  std::string RolloutState(const std::string& id) {
-    return Scalar("select state from fleetwave.rollouts where id = '" + id + "'");
-  }
-  std::string WaveStates(const std::string& id) {
-    return Scalar(
-        "select string_agg(state, ',' order by wave) from fleetwave.waves "
-        "where rollout_id = '" +
-        id + "'");
-  }
-  std::string ReleaseState(const std::string& version) {
-    return Scalar("select state from fleetwave.releases where version = '" + version + "'");
-  }
-
-  // A rollout of release arm `version` in `cycle` with one wave per entry of `waves`, 2 devices
-  // planned each; the current wave is the last one that is not pending.
-  void AddRollout(const std::string& id, int cycle, const std::string& version,
-                  const std::string& state, const std::vector<std::string>& waves) {
-    int current = 0;
-    for (size_t i = 0; i < waves.size(); ++i)
-      if (waves[i] != "pending") current = static_cast<int>(i) + 1;
-    auto conn = database_.Connect();
-    pqxx::work txn(*conn);
-    txn.exec_params(
-        "insert into fleetwave.rollouts (id, cycle_id, release_id, state, current_wave, total, "
-        "  plan) "
-        "select $1, $2, id, $3, $4, $5, $6::jsonb from fleetwave.releases "
-        "where model = 'arm' and version = $7",
-        id, cycle, state, current, static_cast<int>(waves.size()) * 2, std::string(kPlan), version);
-    for (size_t i = 0; i < waves.size(); ++i) {
-      txn.exec_params(
-          "insert into fleetwave.waves (rollout_id, wave, planned, state, started_at, "
-          "  finished_at) "
-          "values ($1, $2, 2, $3, case when $3 <> 'pending' then now() end, "
-          "  case when $3 in ('passed', 'failed', 'canceled') then now() end)",
-          id, static_cast<int>(i) + 1, waves[i]);
-    }
-    txn.commit();
-  }
-  // kCurrent awaiting the approval of wave 3 (wave 2 passed).
-  void AwaitApproval() {
-    Exec(
-        "update fleetwave.waves set state = 'passed', finished_at = now() "
-        "where rollout_id = 'fw-arm-1.2.0-c2' and wave = 2");
-    Exec("update fleetwave.rollouts set state = 'awaiting_approval' where id = 'fw-arm-1.2.0-c2'");
-    Exec(
-        "insert into fleetwave.approvals (rollout_id, wave, token_hash, expires_at) values "
-        "('fw-arm-1.2.0-c2', 3, 'hash-1', now() + interval '1 day')");
-  }
-
   ProcessResult Run(std::vector<std::string> args) {
     args.insert(args.begin(), FleetwaveBinary());
     return RunProcess(args, {{"FLEETWAVE_DB", database_.conninfo()}, {"USER", "tester"}});
@@ -156,8 +51,6 @@ class RolloutCliTest : public ::testing::Test {
     EXPECT_EQ(r.exit_code, code) << r.out << r.err;
     for (const char* p : parts) EXPECT_THAT(r.err, HasSubstr(p));
   }
-
-  TestDatabase database_;
 };
 
 TEST_F(RolloutCliTest, EveryCommandHasHelpWithAnExample) {
@@ -245,14 +138,18 @@ TEST_F(RolloutCliTest, ShowPrintsThePlanWavesAndPendingApprovals) {
   EXPECT_TRUE(json["waves"][2]["startedAt"].is_null());
   EXPECT_EQ(json["pendingApprovals"], Json::array());
 
-  AwaitApproval();
+  const std::string token = AwaitApproval();
+  const std::string page = std::string(kBaseUrl) + "/approvals/" + token;
   out = Ok({"rollout", "show", kCurrent});
   EXPECT_THAT(out, HasSubstr("state:      awaiting_approval"));
   EXPECT_THAT(out, HasSubstr("pending approvals:\n  wave 3: requested "));
+  EXPECT_THAT(out, HasSubstr("    open " + page + " to decide\n"));
   EXPECT_THAT(out, HasSubstr("fleetwave rollout approve fw-arm-1.2.0-c2"));
   json = OkJson({"rollout", "show", kCurrent, "--json"});
   ASSERT_EQ(json["pendingApprovals"].size(), 1u);
   EXPECT_EQ(json["pendingApprovals"][0]["wave"], 3);
+  EXPECT_EQ(json["pendingApprovals"][0]["links"],
+            (Json{{"page", page}, {"approve", page + "/approve"}, {"deny", page + "/deny"}}));
   EXPECT_EQ(json["pendingApprovals"][0]["expired"], false);
   EXPECT_TRUE(json["pendingApprovals"][0]["expiresAt"].is_string());
 }
@@ -390,9 +287,8 @@ TEST_F(RolloutCliTest, HistoryDefaultsToTheLatestCycle) {
   EXPECT_LT(out.find("wave 1 started"), out.find("wave 2 started"));
 
   Ok({"rollout", "pause", kCurrent});
-  EXPECT_THAT(Ok({"history"}),
-              testing::ContainsRegex("operator_pause +running → paused +pause by "
-                                     "cli:tester\n$"));
+  EXPECT_THAT(Ok({"history"}), testing::ContainsRegex("operator_pause +running → paused +pause by "
+                                                      "cli:tester\n$"));
 }
 
 TEST_F(RolloutCliTest, HistoryOfACycleOrARollout) {
@@ -466,3 +362,85 @@ TEST_F(RolloutCliTest, BadFlagsAreUsageErrors) {
 }
 
 }  // namespace
+
+// ---- fleetwave status, watch ------------------------------------------------------------------
+
+TEST_F(RolloutCliTest, StatusShowsTheCycleLeaderRolloutsWavesAndApprovalLinks) {
+  Exec(
+      "insert into fleetwave.leases (name, holder, epoch, expires_at) "
+      "values ('controller', 'host-a:123', 4, now() + interval '10 seconds')");
+  const std::string token = AwaitApproval();
+  const std::string out = Ok({"status"});
+  EXPECT_THAT(out, HasSubstr("cycle 2: running since "));
+  EXPECT_THAT(out, HasSubstr("leader: host-a:123 (epoch 4), heartbeat "));
+  EXPECT_THAT(out, HasSubstr("rollout fw-arm-1.2.0-c2  arm 1.2.0  awaiting_approval  wave 2 of 3"));
+  EXPECT_THAT(out, Not(HasSubstr(kOld)));  // only the cycle's rollouts
+  // Wave 2: planned 2; 2 succeeded, 1 failed, 1 timed out, 1 in progress, 1 queued.
+  EXPECT_THAT(out, testing::ContainsRegex("  2 +passed +2 +1 +1 +2 +1 +0 +1 +0  -"));
+  EXPECT_THAT(out, HasSubstr("wave 3 awaits approval (expires "));
+  EXPECT_THAT(out, HasSubstr("approve " + std::string(kBaseUrl) + "/approvals/" + token +
+                             "/approve , deny "));
+}
+
+TEST_F(RolloutCliTest, StatusJsonHasTheDocumentedSchema) {
+  Exec(
+      "insert into fleetwave.leases (name, holder, epoch, expires_at) "
+      "values ('controller', 'host-a:123', 4, now() - interval '1 second')");
+  const std::string token = AwaitApproval();
+  Json j = OkJson({"status", "--json"});
+  EXPECT_EQ(j["schema"], 1);
+  EXPECT_TRUE(j["now"].is_string());
+  EXPECT_EQ(j["cycle"]["id"], 2);
+  EXPECT_EQ(j["cycle"]["state"], "running");
+  EXPECT_EQ(j["cycle"]["rolloutCount"], 1);
+  EXPECT_EQ(j["leader"]["holder"], "host-a:123");
+  EXPECT_EQ(j["leader"]["epoch"], 4);
+  EXPECT_EQ(j["leader"]["expired"], true);
+  ASSERT_EQ(j["rollouts"].size(), 1u);
+  const Json& r = j["rollouts"][0];
+  EXPECT_EQ(r["id"], kCurrent);
+  EXPECT_EQ(r["state"], "awaiting_approval");
+  ASSERT_EQ(r["waves"].size(), 3u);
+  EXPECT_EQ(r["waves"][0]["verdict"], "passed");
+  EXPECT_EQ(r["waves"][1]["executions"]["succeeded"], 2);
+  EXPECT_EQ(r["waves"][2]["state"], "pending");
+  ASSERT_EQ(j["pendingApprovals"].size(), 1u);
+  EXPECT_EQ(j["pendingApprovals"][0]["rollout"], kCurrent);
+  EXPECT_EQ(j["pendingApprovals"][0]["links"]["approve"],
+            std::string(kBaseUrl) + "/approvals/" + token + "/approve");
+}
+
+TEST(StatusCliTest, AnEmptyDatabaseSaysNoCycleYet) {
+  TestDatabase database;
+  ProcessResult r =
+      RunProcess({FleetwaveBinary(), "status"}, {{"FLEETWAVE_DB", database.conninfo()}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("no cycle has started yet"));
+  EXPECT_THAT(r.out, HasSubstr("leader: none"));
+  r = RunProcess({FleetwaveBinary(), "status", "--json"}, {{"FLEETWAVE_DB", database.conninfo()}});
+  Json j = Json::parse(r.out);
+  EXPECT_TRUE(j["cycle"].is_null());
+  EXPECT_TRUE(j["leader"].is_null());
+  EXPECT_EQ(j["rollouts"], Json::array());
+}
+
+TEST_F(RolloutCliTest, WatchPrintsTheStatusAsPlainLinesWhenNotATerminal) {
+  // Not a terminal (a pipe): no bars, no screen clearing; the same status is printed once.
+  const std::string out = Ok({"watch", "--interval-ms", "100", "--count", "3"});
+  EXPECT_EQ(out.find("\033["), std::string::npos);
+  EXPECT_THAT(out, HasSubstr("rollout fw-arm-1.2.0-c2  arm 1.2.0  running  wave 2 of 3"));
+  size_t blocks = 0;
+  for (size_t at = out.find("---- "); at != std::string::npos; at = out.find("---- ", at + 1))
+    ++blocks;
+  EXPECT_EQ(blocks, 1u) << out;
+}
+
+TEST_F(RolloutCliTest, WatchUntilDoneExitsWhenEveryRolloutHasEnded) {
+  Exec("update fleetwave.rollouts set state = 'completed', finished_at = now()");
+  Exec("update fleetwave.cycles set planned_at = now() where state = 'running'");
+  EXPECT_THAT(Ok({"watch", "--interval-ms", "100", "--until-done"}), HasSubstr("completed"));
+}
+
+TEST_F(RolloutCliTest, WatchRejectsABadInterval) {
+  Fails(2, {"watch", "--interval-ms", "5"}, {"--interval-ms", "100"});
+}
