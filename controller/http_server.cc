@@ -16,10 +16,10 @@
 #include <vector>
 
 #include <httplib.h>
-#include <pqxx/nontransaction>
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
+#include <pqxx/nontransaction>
 
 #include "controller/approval_links.h"
 #include "controller/approval_token.h"
@@ -106,6 +106,10 @@ bool ValidRolloutId(const std::string& id) {
   }
   return true;
 }
+
+constexpr char kMalformedLink[] =
+    "this approval link is not valid: it is not one fleetwave issues (check that it was copied "
+    "whole)";
 
 // A token as IssueApprovalToken makes them: 32 hex, '.', 1-18 digits, '.', 64 hex.
 bool WellFormedToken(const std::string& token) {
@@ -388,9 +392,7 @@ struct HttpServer::Impl {
   void ApprovalPage(const httplib::Request& req, httplib::Response& res) {
     const std::string token = req.matches[1];
     if (!WellFormedToken(token)) {
-      SendPage(res, 404, "Approval link not valid",
-               "<p>This is not an approval link fleetwave issued (check that it was copied "
-               "whole).</p>");
+      SendPage(res, 404, "Approval link not valid", "<p>" + HtmlEscape(kMalformedLink) + "</p>");
       return;
     }
     try {
@@ -461,8 +463,7 @@ struct HttpServer::Impl {
       }
     };
     if (!WellFormedToken(token)) {
-      reply(404, "Approval link not valid",
-            "this is not an approval link fleetwave issued (check that it was copied whole)");
+      reply(404, "Approval link not valid", kMalformedLink);
       return;
     }
     try {
@@ -568,6 +569,12 @@ void HttpServer::Start() {
   i.server.set_read_timeout(5, 0);
   i.server.set_write_timeout(5, 0);
   i.server.set_keep_alive_max_count(100);
+  // SO_REUSEADDR (a restarted controller binds at once) but not cpp-httplib's default
+  // SO_REUSEPORT, with which a second controller on the same port would silently share it.
+  i.server.set_socket_options([](int fd) {
+    int yes = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   i.Route();
   i.port = hp.port == 0 ? i.server.bind_to_any_port(hp.host)
                         : (i.server.bind_to_port(hp.host, hp.port) ? hp.port : -1);
@@ -576,6 +583,9 @@ void HttpServer::Start() {
                              " (in use, or not an address of this machine): choose another with "
                              "--http HOST:PORT");
   i.thread = std::thread([&i] { i.server.listen_after_bind(); });
+  // stop() before the listening thread runs would be lost (cpp-httplib 0.11 has no
+  // wait_until_ready), and Stop() would then wait for ever.
+  while (!i.server.is_running()) std::this_thread::yield();
   spdlog::info("http: serving on http://{}:{}/ (console, /api/v1, /metrics)", hp.host, i.port);
 }
 
