@@ -279,7 +279,8 @@ std::string FormatValue(double v) {
   // Integral values (every counter) print without exponent up to 2^63, like Go's client.
   if (v == std::trunc(v) && std::fabs(v) < 9.2e18) return std::to_string(static_cast<int64_t>(v));
   char buf[64];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest round-trip representation
+  // Shortest round-trip digits, spelled like %g (and Go's client): 0.0005, 1e-09.
+  auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::general);
   return std::string(buf, r.ptr);
 }
 
