@@ -49,6 +49,7 @@ MetricsSnapshot ReadMetrics(pqxx::connection& conn) {
     s.waves[std::string(fleet::ToString(static_cast<fleet::WaveState>(i)))] = 0;
   try {
     ReadTxn txn(conn, "metrics");
+    txn.exec("set local statement_timeout = 5000");
     for (const auto& row : txn.exec(kQuery)) {
       const std::string kind = row[0].as<std::string>();
       const std::string name = row[1].as<std::string>();

