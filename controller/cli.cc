@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "controller/cli_common.h"
+#include "controller/logging.h"
 #include "db/connection.h"
 #include "db/migrator.h"
 #include "db/registry.h"
@@ -324,6 +325,28 @@ int RunCli(int argc, char** argv) {
   app.add_option("--mqtt", g.mqtt, "MQTT broker URI")
       ->envname("FLEETWAVE_MQTT")
       ->capture_default_str();
+  app.add_option("--log-format", g.log_format,
+                 "Log lines on stderr: text or json (one object a line)")
+      ->envname("FLEETWAVE_LOG_FORMAT")
+      ->capture_default_str();
+  app.add_option("--log-level", g.log_level,
+                 "Least severe log level shown: trace, debug, info, warn, error or off")
+      ->envname("FLEETWAVE_LOG_LEVEL")
+      ->capture_default_str();
+  // Runs after parsing, before the command's callback: logging is set up before it logs.
+  app.parse_complete_callback([&g] {
+    auto format = ParseLogFormat(g.log_format);
+    if (!format) {
+      throw UsageError("--log-format (FLEETWAVE_LOG_FORMAT) \"" + g.log_format +
+                       "\" is invalid: use text or json");
+    }
+    auto level = ParseLogLevel(g.log_level);
+    if (!level) {
+      throw UsageError("--log-level (FLEETWAVE_LOG_LEVEL) \"" + g.log_level +
+                       "\" is invalid: use trace, debug, info, warn, error or off");
+    }
+    ConfigureLogging(*format, *level);
+  });
   AddMigrate(app, g);
   AddDevice(app, g);
   AddRelease(app, g);
@@ -351,11 +374,13 @@ int RunCli(int argc, char** argv) {
   } catch (const UsageError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
-  } catch (const db::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+  } catch (const std::exception& e) {  // db::Error and the rest
+    // With JSON logs, stderr stays one JSON object per line for the log collector.
+    if (CurrentLogFormat() == LogFormat::kJson) {
+      spdlog::error("{}", e.what());
+    } else {
+      std::fprintf(stderr, "error: %s\n", e.what());
+    }
     return 1;
   }
 }

@@ -25,6 +25,8 @@ inline void Require(const std::optional<std::string>& problem) {
 struct Globals {
   std::string db;
   std::string mqtt = "tcp://127.0.0.1:1883";
+  std::string log_format = "text";  // text | json (controller/logging.h)
+  std::string log_level = "info";   // trace | debug | info | warn | error | off
 };
 
 // Connects to --db / FLEETWAVE_DB. Throws UsageError when none is given, db::Unavailable when

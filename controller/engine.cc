@@ -9,6 +9,7 @@
 #include <pqxx/pqxx>
 
 #include "controller/approval_token.h"
+#include "controller/logging.h"
 #include "db/lease.h"
 #include "db/rollouts.h"
 #include "fleet/gates.h"
@@ -24,24 +25,68 @@ bool Active(fleet::WaveState s) {
   return s == fleet::WaveState::kRunning || s == fleet::WaveState::kSoaking;
 }
 
-void LogChanges(const std::string& rollout_id, const std::vector<fleet::Change>& changes) {
-  for (const auto& c : changes) {
-    if (c.wave == 0) {
-      spdlog::info("rollout {}: {} -> {} ({}){}", rollout_id, c.from, c.to,
-                   fleet::ToString(c.event), c.reason.empty() ? "" : ": " + c.reason);
-    } else {
-      spdlog::info("rollout {} wave {}: {} -> {} ({}){}", rollout_id, c.wave, c.from, c.to,
-                   fleet::ToString(c.event), c.reason.empty() ? "" : ": " + c.reason);
-    }
-  }
+// A cycle's state change: one info line, with its fields for the JSON format.
+// `from` is empty for a new cycle.
+void LogCycleChange(int64_t cycle_id, std::string_view from, std::string_view to,
+                    std::string_view event, const std::string& message) {
+  LogFields fields{{"cycle", cycle_id}};
+  if (!from.empty()) fields.emplace_back("from", from);
+  fields.emplace_back("to", to);
+  fields.emplace_back("event", event);
+  LogWith(spdlog::level::info, fields, message);
 }
 
 }  // namespace
 
+void Engine::LogChanges(int64_t cycle_id, const std::string& rollout_id,
+                        const std::vector<fleet::Change>& changes) {
+  for (const auto& c : changes) {
+    LogFields fields{{"cycle", cycle_id}, {"rollout", rollout_id}};
+    if (c.wave > 0) fields.emplace_back("wave", c.wave);
+    fields.emplace_back("from", c.from);
+    fields.emplace_back("to", c.to);
+    fields.emplace_back("event", fleet::ToString(c.event));
+    if (!c.reason.empty()) fields.emplace_back("reason", c.reason);
+    const std::string what = fmt::format("{} -> {} ({}){}", c.from, c.to, fleet::ToString(c.event),
+                                         c.reason.empty() ? "" : ": " + c.reason);
+    LogWith(spdlog::level::info, fields,
+            c.wave == 0 ? fmt::format("rollout {}: {}", rollout_id, what)
+                        : fmt::format("rollout {} wave {}: {}", rollout_id, c.wave, what));
+    state_changes_->With({c.wave == 0 ? "rollout" : "wave"}).Inc();
+  }
+}
+
 Engine::Engine(EngineOptions options, JobsServiceOptions jobs)
     : options_(std::move(options)),
       jobs_options_(std::move(jobs)),
-      holder_(db::Lease::MakeHolderId()) {}
+      jobs_metrics_(metrics_),
+      leader_gauge_(&metrics_
+                         .AddGauge("fleetwave_leader",
+                                   "1 while this controller holds the leader lease, else 0.")
+                         .Get()),
+      epoch_gauge_(&metrics_
+                        .AddGauge("fleetwave_leader_epoch",
+                                  "Epoch of the lease this controller holds or last held "
+                                  "(fences every write).")
+                        .Get()),
+      leaderships_(&metrics_
+                        .AddCounter("fleetwave_leaderships_total",
+                                    "How often this controller became the leader.")
+                        .Get()),
+      passes_(&metrics_
+                   .AddCounter("fleetwave_reconcile_passes_total",
+                               "Reconcile passes completed by this controller.")
+                   .Get()),
+      pass_errors_(&metrics_
+                        .AddCounter("fleetwave_reconcile_errors_total",
+                                    "Reconcile passes that failed (retried with backoff).")
+                        .Get()),
+      state_changes_(&metrics_.AddCounter(
+          "fleetwave_state_changes_total",
+          "State changes of cycles, rollouts and waves this controller made.", {"object"})),
+      holder_(db::Lease::MakeHolderId()) {
+  for (const char* object : {"cycle", "rollout", "wave"}) state_changes_->With({object});
+}
 
 Engine::~Engine() { Stop(); }
 
@@ -58,11 +103,18 @@ void Engine::Stop() {
 }
 
 EngineStats Engine::stats() const {
-  std::lock_guard<std::mutex> lock(stats_mu_);
-  EngineStats s = stats_;
+  EngineStats s;
   s.leading = leading_;
   s.epoch = epoch_;
+  s.passes = passes_->Value();
+  s.pass_errors = pass_errors_->Value();
+  s.leaderships = leaderships_->Value();
   return s;
+}
+
+void Engine::SetLeading(bool leading) {
+  leading_ = leading;
+  leader_gauge_->Set(leading ? 1 : 0);
 }
 
 bool Engine::WaitServing(std::chrono::milliseconds timeout) {
@@ -98,14 +150,13 @@ void Engine::LeaseLoop() {
       if (!leading_) {
         if (auto epoch = lease.TryAcquire()) {
           epoch_ = *epoch;
+          epoch_gauge_->Set(static_cast<double>(*epoch));
           last_renewed = Clock::now();
-          leading_ = true;
+          SetLeading(true);
           announced_standby = false;
-          {
-            std::lock_guard<std::mutex> lock(stats_mu_);
-            ++stats_.leaderships;
-          }
-          spdlog::info("controller {}: leader (epoch {})", holder_, *epoch);
+          leaderships_->Inc();
+          LogWith(spdlog::level::info, {{"holder", holder_}, {"epoch", *epoch}},
+                  fmt::format("controller {}: leader (epoch {})", holder_, *epoch));
           cv_.notify_all();
         } else if (!announced_standby) {
           spdlog::info("controller {}: standby; another controller holds the lease", holder_);
@@ -114,14 +165,14 @@ void Engine::LeaseLoop() {
       } else if (lease.Renew()) {
         last_renewed = Clock::now();
       } else {
-        leading_ = false;
+        SetLeading(false);
         spdlog::warn("controller {}: lost the lease (epoch {}); stopping writes", holder_,
                      epoch_.load());
       }
     } catch (const db::Error& e) {
       spdlog::warn("controller {}: lease check failed: {}", holder_, e.what());
       if (leading_ && Clock::now() - last_renewed > options_.lease_ttl) {
-        leading_ = false;  // it has expired by now: a standby may lead
+        SetLeading(false);  // it has expired by now: a standby may lead
         spdlog::warn("controller {}: lease not renewed within its TTL; stepping down", holder_);
       }
     }
@@ -134,7 +185,7 @@ void Engine::LeaseLoop() {
     } catch (const db::Error& e) {
       spdlog::warn("controller {}: could not release the lease: {}", holder_, e.what());
     }
-    leading_ = false;
+    SetLeading(false);
   }
 }
 
@@ -162,7 +213,7 @@ void Engine::PassLoop() {
     if (leading_) {
       if (!jobs_) {
         std::lock_guard<std::mutex> lock(jobs_mu_);
-        jobs_ = std::make_unique<JobsService>(jobs_options_);
+        jobs_ = std::make_unique<JobsService>(jobs_options_, &metrics_);
         jobs_->Start();
         spdlog::info("controller: serving devices and reconciling every {} ms",
                      options_.reconcile_interval.count());
@@ -170,10 +221,9 @@ void Engine::PassLoop() {
       try {
         Pass();
         backoff = options_.reconcile_interval;
-        std::lock_guard<std::mutex> lock(stats_mu_);
-        ++stats_.passes;
+        passes_->Inc();
       } catch (const db::NotLeader& e) {
-        leading_ = false;
+        SetLeading(false);
         spdlog::warn("controller: {}; back to standby", e.what());
       } catch (const std::exception& e) {
         // The database restarted, a conflict, a bug: the next pass reads the truth again.
@@ -181,8 +231,7 @@ void Engine::PassLoop() {
         backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
         spdlog::warn("controller: reconcile pass failed, retrying in {} ms: {}", backoff.count(),
                      e.what());
-        std::lock_guard<std::mutex> lock(stats_mu_);
-        ++stats_.pass_errors;
+        pass_errors_->Inc();
       }
     }
     if (!leading_ && jobs_) {
@@ -210,7 +259,11 @@ void Engine::Pass() {
     if (!cycle) {
       auto id = db::StartCycle(txn, "controller");
       txn.commit();
-      if (id) spdlog::info("cycle {}: started (none was running)", *id);
+      if (id) {
+        LogCycleChange(*id, "", "running", "cycle_started",
+                       fmt::format("cycle {}: started (none was running)", *id));
+        state_changes_->With({"cycle"}).Inc();
+      }
       return;
     }
     cycle_id = cycle->id;
@@ -230,13 +283,12 @@ void Engine::Pass() {
       if (!again || again->id != cycle->id || again->planned_at) return;
       auto ids = db::PlanCycle(plan_txn, cycle->id, options_.plan);
       plan_txn.commit();
-      if (ids.empty()) {
-        spdlog::info("cycle {}: nothing pending", cycle->id);
-      } else {
-        std::string list;
-        for (const auto& id : ids) list += (list.empty() ? "" : ", ") + id;
-        spdlog::info("cycle {}: planned {} rollout(s): {}", cycle->id, ids.size(), list);
-      }
+      std::string list;
+      for (const auto& id : ids) list += (list.empty() ? "" : ", ") + id;
+      LogWith(spdlog::level::info, {{"cycle", cycle->id}, {"rollouts", ids}},
+              ids.empty() ? fmt::format("cycle {}: nothing pending", cycle->id)
+                          : fmt::format("cycle {}: planned {} rollout(s): {}", cycle->id,
+                                        ids.size(), list));
     } else {
       txn.commit();
     }
@@ -261,8 +313,13 @@ void Engine::Pass() {
     if (!cycle || cycle->id != cycle_id) return;
     const int64_t next = db::CompleteCycle(txn, cycle_id, options_.plan.cycle_interval_seconds);
     txn.commit();
-    spdlog::info("cycle {}: completed ({} rollout(s)); cycle {} plans in {} s", cycle_id,
-                 states.size(), next, options_.plan.cycle_interval_seconds);
+    LogCycleChange(
+        cycle_id, "running", "completed", fleet::ToString(fleet::Event::kAllRolloutsTerminal),
+        fmt::format("cycle {}: running -> completed ({} rollout(s))", cycle_id, states.size()));
+    LogCycleChange(next, "", "running", "cycle_started",
+                   fmt::format("cycle {}: started after cycle {}; plans in {} s", next, cycle_id,
+                               options_.plan.cycle_interval_seconds));
+    state_changes_->With({"cycle"}).Inc(2);
   }
 }
 
@@ -297,7 +354,8 @@ void Engine::ReconcileRollout(const std::string& rollout_id, bool terminal, bool
       ExecutionOps ops{.in_transaction = fenced};
       for (auto& t : things) ops.ops.push_back({ExecutionOps::Kind::kCancel, rollout_id, t});
       const int64_t n = jobs_->Apply(ops);
-      spdlog::info("rollout {}: canceled {} queued execution(s)", rollout_id, n);
+      LogWith(spdlog::level::info, {{"rollout", rollout_id}, {"canceled", n}},
+              fmt::format("rollout {}: canceled {} queued execution(s)", rollout_id, n));
       if (static_cast<int64_t>(things.size()) < options_.chunk) break;
     }
     return;
@@ -370,8 +428,8 @@ void Engine::ReconcileRollout(const std::string& rollout_id, bool terminal, bool
           for (auto& x : *c)
             x.reason = "approval for wave " + std::to_string(pending->wave) + " expired";
           db::WriteChanges(txn, r, *c);
-          LogChanges(rollout_id, *c);
           txn.commit();
+          LogChanges(r.cycle_id, rollout_id, *c);
           return;
         }
       }
@@ -454,7 +512,7 @@ void Engine::ReconcileRollout(const std::string& rollout_id, bool terminal, bool
                               "approve|deny " + rollout_id + "`");
     }
     txn.commit();
-    LogChanges(rollout_id, d.changes);
+    LogChanges(r.cycle_id, rollout_id, d.changes);
     for (const auto& line : approval_urls) spdlog::info("{}", line);
   }
 
@@ -496,8 +554,14 @@ void Engine::ReconcileRollout(const std::string& rollout_id, bool terminal, bool
       jobs_->Apply(ops);
       cursor.queued += n;
       allowance -= n;
-      spdlog::info("rollout {} wave {}: queued {} of {} device(s)", rollout_id, w.wave,
-                   cursor.queued, w.planned);
+      LogWith(spdlog::level::info,
+              {{"cycle", r.cycle_id},
+               {"rollout", rollout_id},
+               {"wave", w.wave},
+               {"queued", cursor.queued},
+               {"planned", w.planned}},
+              fmt::format("rollout {} wave {}: queued {} of {} device(s)", rollout_id, w.wave,
+                          cursor.queued, w.planned));
     }
   }
 }

@@ -24,9 +24,12 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "controller/jobs_service.h"
+#include "controller/metrics.h"
 #include "fleet/plan.h"
+#include "fleet/rollout_machine.h"
 
 namespace controller {
 
@@ -42,6 +45,8 @@ struct EngineOptions {
   std::string lease_name = "controller";
 };
 
+// A summary of the engine's metrics (fleetwave_leader, fleetwave_leader_epoch,
+// fleetwave_reconcile_passes_total, fleetwave_reconcile_errors_total, fleetwave_leaderships_total).
 struct EngineStats {
   bool leading = false;
   int64_t epoch = 0;
@@ -61,6 +66,10 @@ class Engine {
   // Stops passes and the jobs service and releases the lease, so a standby takes over at once.
   void Stop();
   EngineStats stats() const;
+  bool leading() const { return leading_; }
+  // The engine's and its jobs service's metrics (README "Metrics"); the database gauges are
+  // read at scrape time (RenderMetrics in controller/metrics_scrape.h).
+  const MetricsRegistry& metrics() const { return metrics_; }
   // True once this process leads and its jobs service is connected and subscribed.
   bool WaitServing(std::chrono::milliseconds timeout);
 
@@ -74,9 +83,21 @@ class Engine {
   void FenceTxn(pqxx::work& txn) const;
   pqxx::connection& Conn();
   void Wait(std::chrono::milliseconds d);
+  void SetLeading(bool leading);
+  // One info line per state change, with its cycle, rollout and wave ids as fields.
+  void LogChanges(int64_t cycle_id, const std::string& rollout_id,
+                  const std::vector<fleet::Change>& changes);
 
   EngineOptions options_;
   JobsServiceOptions jobs_options_;
+  MetricsRegistry metrics_;   // before jobs_: a JobsService counts into it
+  JobsMetrics jobs_metrics_;  // declared up front, so a standby exposes them at 0
+  Gauge* leader_gauge_;
+  Gauge* epoch_gauge_;
+  Counter* leaderships_;
+  Counter* passes_;
+  Counter* pass_errors_;
+  Family<Counter>* state_changes_;
   std::string holder_;
   std::unique_ptr<JobsService> jobs_;  // while leading; guarded by jobs_mu_ for WaitServing
   std::mutex jobs_mu_;
@@ -89,8 +110,6 @@ class Engine {
   std::thread pass_thread_;
   std::mutex mu_;
   std::condition_variable cv_;
-  mutable std::mutex stats_mu_;
-  EngineStats stats_;
 };
 
 }  // namespace controller

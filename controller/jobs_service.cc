@@ -78,15 +78,74 @@ mqtt::ClientOptions PublisherClient(const JobsServiceOptions& o) {
 struct JobsService::Pending {
   mqtt::JobsRequestMessage message;
   mqtt::Answer answer;
+  std::optional<fleet::JobsError> rejection;  // the answer's code when it is a rejection
 };
 
-JobsService::JobsService(JobsServiceOptions options)
+JobsMetrics::JobsMetrics(MetricsRegistry& r) {
+  auto& requests_family = r.AddCounter(
+      "fleetwave_jobs_requests_total",
+      "Jobs API requests answered, by API and result (accepted, or rejected:<AWS IoT Jobs code>).",
+      {"api", "result"});
+  static constexpr std::string_view kApiNames[kApis] = {"get", "start-next", "describe", "update"};
+  static_assert(static_cast<int>(mqtt::JobsRequest::kGetPending) == 0 &&
+                static_cast<int>(mqtt::JobsRequest::kStartNext) == 1 &&
+                static_cast<int>(mqtt::JobsRequest::kDescribe) == 2 &&
+                static_cast<int>(mqtt::JobsRequest::kUpdate) == 3);
+  static_assert(static_cast<int>(fleet::JobsError::kTerminalStateReached) == kResults - 2);
+  for (int a = 0; a < kApis; ++a) {
+    for (int k = 0; k < kResults; ++k) {
+      const std::string result =
+          k == 0 ? "accepted"
+                 : "rejected:" + std::string(fleet::ToString(static_cast<fleet::JobsError>(k - 1)));
+      requests[a][k] = &requests_family.With({std::string(kApiNames[a]), result});
+    }
+  }
+  batch_requests = &r.AddHistogram("fleetwave_jobs_batch_requests",
+                                   "Device requests per database transaction (group commit).", {},
+                                   {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000})
+                        .Get();
+  commit_seconds = &r.AddHistogram("fleetwave_jobs_commit_seconds",
+                                   "Time to run a batch of device requests in the database: "
+                                   "load, decide, write, commit (retries included).",
+                                   {}, LatencyBuckets())
+                        .Get();
+  publish_seconds = &r.AddHistogram("fleetwave_jobs_publish_seconds",
+                                    "Time to hand a committed batch's answers and notices to "
+                                    "the broker connection.",
+                                    {}, LatencyBuckets())
+                         .Get();
+  rows_written = &r.AddCounter("fleetwave_jobs_rows_written_total",
+                               "Rows written by batches of device requests.")
+                      .Get();
+  notices_sent = &r.AddCounter("fleetwave_notices_sent_total",
+                               "notify-next and notify notices the broker acknowledged (QoS 1).")
+                      .Get();
+  answers_dropped = &r.AddCounter("fleetwave_answers_dropped_total",
+                                  "Answers not published because the publisher was overloaded; "
+                                  "their devices ask again.")
+                         .Get();
+  telemetry_ingested =
+      &r.AddCounter("fleetwave_telemetry_ingested_total", "Health telemetry reports stored.").Get();
+  telemetry_rejected = &r.AddCounter("fleetwave_telemetry_rejected_total",
+                                     "Health telemetry reports dropped: malformed, too large, or "
+                                     "from an unknown thing.")
+                            .Get();
+  database_errors = &r.AddCounter("fleetwave_database_errors_total",
+                                  "Failed database transactions of the jobs API (each retry "
+                                  "counts).")
+                         .Get();
+}
+
+JobsService::JobsService(JobsServiceOptions options, MetricsRegistry* metrics)
     : options_(std::move(options)),
       topics_(options_.topic_root, options_.telemetry_root),
       requests_(RequestsClient(options_, topics_)),
       publisher_(PublisherClient(options_)),
       store_(options_.db),
-      outbox_(options_.db) {}
+      outbox_(options_.db),
+      own_registry_(metrics ? nullptr : std::make_unique<MetricsRegistry>()),
+      registry_(metrics ? metrics : own_registry_.get()),
+      m_(*registry_) {}
 
 JobsService::~JobsService() { Stop(); }
 
@@ -120,8 +179,23 @@ bool JobsService::WaitReady(std::chrono::milliseconds timeout) {
 }
 
 JobsServiceStats JobsService::stats() const {
-  std::lock_guard<std::mutex> lock(stats_mu_);
-  return stats_;
+  JobsServiceStats s;
+  for (const auto& api : m_.requests) {
+    s.accepted += api[0]->Value();
+    for (int k = 1; k < JobsMetrics::kResults; ++k) s.rejected += api[k]->Value();
+  }
+  s.requests = s.accepted + s.rejected;
+  s.telemetry = m_.telemetry_ingested->Value();
+  s.telemetry_rejected = m_.telemetry_rejected->Value();
+  s.batches = m_.batch_requests->Count();
+  s.commits = m_.commit_seconds->Count();
+  s.rows_written = m_.rows_written->Value();
+  s.notices_sent = m_.notices_sent->Value();
+  s.database_errors = m_.database_errors->Value();
+  s.answers_dropped = m_.answers_dropped->Value();
+  s.database_seconds = m_.commit_seconds->Sum();
+  s.publish_seconds = m_.publish_seconds->Sum();
+  return s;
 }
 
 void JobsService::Hand(Outgoing outgoing) {
@@ -137,8 +211,7 @@ void JobsService::Hand(Outgoing outgoing) {
                         " answer(s) dropped (their devices ask again), " +
                         std::to_string(outgoing.notices.size()) +
                         " notice(s) left to the outbox relay");
-      std::lock_guard<std::mutex> stats_lock(stats_mu_);
-      stats_.answers_dropped += outgoing.answers.size();
+      m_.answers_dropped->Inc(outgoing.answers.size());
       return;
     }
     answers_.push_back(std::move(outgoing));
@@ -266,10 +339,7 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
       committed = written = true;
       break;
     } catch (const db::Unavailable& e) {
-      {
-        std::lock_guard<std::mutex> lock(stats_mu_);
-        ++stats_.database_errors;
-      }
+      m_.database_errors->Inc();
       if (Clock::now() + backoff > give_up_at || stop_) {
         spdlog::error("database unavailable, answering {} requests InternalError: {}",
                       requests.size(), e.what());
@@ -279,8 +349,7 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
       std::this_thread::sleep_for(backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
     } catch (const db::Error& e) {
-      std::lock_guard<std::mutex> lock(stats_mu_);
-      ++stats_.database_errors;
+      m_.database_errors->Inc();
       spdlog::error("job batch failed, answering InternalError: {}", e.what());
       break;
     }
@@ -288,7 +357,6 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
 
   const auto publish_start = Clock::now();
   const int64_t now = EpochSeconds();  // after any wait for the database
-  uint64_t accepted = 0, rejected = 0;
   std::vector<mqtt::Answer> answers;
   answers.reserve(requests.size());
   for (Pending& p : requests) {
@@ -297,12 +365,13 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
       fleet::Rejection internal{fleet::JobsError::kInternalError,
                                 "the controller cannot reach its database; retry later",
                                 std::nullopt};
-      p.answer = mqtt::EncodeRejection(p.message,
-                                       p.message.rejection ? *p.message.rejection : internal, now);
+      const fleet::Rejection& r = p.message.rejection ? *p.message.rejection : internal;
+      p.answer = mqtt::EncodeRejection(p.message, r, now);
+      p.rejection = r.code;
     }
-    bool ok = p.answer.topic.ends_with("/accepted");
-    (ok ? accepted : rejected)++;
-    if (!ok) {
+    m_.requests[static_cast<int>(p.message.topic.kind)][JobsMetrics::ResultIndex(p.rejection)]
+        ->Inc();
+    if (p.rejection) {
       BadInputLog().Warn("rejected " + p.message.topic_name.substr(0, 200) + ": " +
                          p.answer.payload.substr(0, 300));
     }
@@ -310,18 +379,13 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
   }
   if (!written) GiveBackAcked(std::move(batch.mark_sent));  // the next batch marks them
   Hand({std::move(answers), std::move(result.notices)});
-  {
-    std::lock_guard<std::mutex> lock(stats_mu_);
-    stats_.requests += requests.size();
-    stats_.accepted += accepted;
-    stats_.rejected += rejected;
-    stats_.telemetry += committed ? telemetry.size() - result.telemetry_dropped : 0;
-    stats_.telemetry_rejected += telemetry_rejected + result.telemetry_dropped;
-    stats_.batches += 1;
-    stats_.commits += written ? 1 : 0;
-    stats_.rows_written += result.rows_written;
-    stats_.database_seconds += std::chrono::duration<double>(publish_start - db_start).count();
+  if (!requests.empty()) m_.batch_requests->Observe(static_cast<double>(requests.size()));
+  if (written) {
+    m_.commit_seconds->Observe(std::chrono::duration<double>(publish_start - db_start).count());
+    m_.telemetry_ingested->Inc(telemetry.size() - result.telemetry_dropped);
   }
+  m_.telemetry_rejected->Inc(telemetry_rejected + (written ? result.telemetry_dropped : 0));
+  m_.rows_written->Inc(result.rows_written);
 }
 
 void JobsService::AnswerLoop() {
@@ -349,8 +413,7 @@ void JobsService::AnswerLoop() {
       std::lock_guard<std::mutex> lock(acked_mu_);
       unconfirmed_.insert(unconfirmed_.end(), published.begin(), published.end());
     }
-    std::lock_guard<std::mutex> lock(stats_mu_);
-    stats_.publish_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+    m_.publish_seconds->Observe(std::chrono::duration<double>(Clock::now() - start).count());
   }
 }
 
@@ -371,8 +434,7 @@ bool JobsService::ConfirmPublished(const std::vector<int64_t>& ids) {
   if (!publisher_.Flush(std::chrono::seconds(30)) ||
       publisher_.stats().publish_failures != failures_before)
     return false;
-  std::lock_guard<std::mutex> lock(stats_mu_);
-  stats_.notices_sent += ids.size();
+  m_.notices_sent->Inc(ids.size());
   return true;
 }
 
@@ -395,6 +457,7 @@ db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
     const mqtt::JobsRequestMessage& m = p.message;
     if (m.rejection) {
       p.answer = mqtt::EncodeRejection(m, *m.rejection, now);
+      p.rejection = m.rejection->code;
       continue;
     }
     const std::string& thing = m.topic.thing;
@@ -403,6 +466,7 @@ db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
                                        {fleet::JobsError::kResourceNotFound,
                                         "thing " + thing + " is not registered", std::nullopt},
                                        now);
+      p.rejection = fleet::JobsError::kResourceNotFound;
       continue;
     }
     fleet::ThingJobs& jobs = jobs_of(thing);
@@ -436,6 +500,7 @@ db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
       }
     }
     p.answer = mqtt::EncodeAnswer(m, outcome, now);
+    p.rejection = outcome.rejection ? std::optional(outcome.rejection->code) : std::nullopt;
     if (m.topic.kind == mqtt::JobsRequest::kUpdate && m.client_token && !outcome.rejection &&
         !outcome.replay)
       jobs.RememberAnswer(m.topic.job_id, *m.client_token, p.answer.payload);

@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "controller/metrics.h"
 #include "db/jobs_store.h"
 #include "db/outbox.h"
 #include "mqtt/client.h"
@@ -76,6 +77,31 @@ struct ExecutionOps {
   std::function<void(pqxx::work&)> in_transaction;
 };
 
+// The jobs API's metrics (README "Metrics"), declared on a registry with every child resolved
+// up front: counting a request is an array index and an atomic add. Declaring them again on the
+// same registry (a new JobsService after a change of leader) yields the same children.
+struct JobsMetrics {
+  explicit JobsMetrics(MetricsRegistry& registry);
+
+  static constexpr int kApis = 4;         // by mqtt::JobsRequest
+  static constexpr int kResults = 1 + 9;  // accepted, then rejected:<fleet::JobsError>
+  static int ResultIndex(std::optional<fleet::JobsError> rejection) {
+    return rejection ? 1 + static_cast<int>(*rejection) : 0;
+  }
+  Counter* requests[kApis][kResults];  // fleetwave_jobs_requests_total{api,result}
+  Histogram* batch_requests;           // fleetwave_jobs_batch_requests
+  Histogram* commit_seconds;           // fleetwave_jobs_commit_seconds
+  Histogram* publish_seconds;          // fleetwave_jobs_publish_seconds
+  Counter* rows_written;               // fleetwave_jobs_rows_written_total
+  Counter* notices_sent;               // fleetwave_notices_sent_total
+  Counter* answers_dropped;            // fleetwave_answers_dropped_total
+  Counter* telemetry_ingested;         // fleetwave_telemetry_ingested_total
+  Counter* telemetry_rejected;         // fleetwave_telemetry_rejected_total
+  Counter* database_errors;            // fleetwave_database_errors_total
+};
+
+// A summary of the metrics above. With a shared registry (the Engine's) the counts are those of
+// every JobsService on it, since the process started.
 struct JobsServiceStats {
   uint64_t requests = 0;
   uint64_t accepted = 0;
@@ -96,8 +122,9 @@ struct JobsServiceStats {
 
 class JobsService {
  public:
-  // Connects in the background; Start() begins serving.
-  explicit JobsService(JobsServiceOptions options);
+  // Connects in the background; Start() begins serving. Counts into `metrics` when given
+  // (it must outlive the service), else into a registry of its own.
+  explicit JobsService(JobsServiceOptions options, MetricsRegistry* metrics = nullptr);
   ~JobsService();  // Stop()
   JobsService(const JobsService&) = delete;
   JobsService& operator=(const JobsService&) = delete;
@@ -116,6 +143,7 @@ class JobsService {
   int64_t Apply(const ExecutionOps& ops);
 
   JobsServiceStats stats() const;
+  const MetricsRegistry& metrics() const { return *registry_; }
 
  private:
   struct Pending;
@@ -176,8 +204,9 @@ class JobsService {
   std::mutex relay_mu_;
   std::condition_variable relay_cv_;
 
-  mutable std::mutex stats_mu_;
-  JobsServiceStats stats_;
+  std::unique_ptr<MetricsRegistry> own_registry_;  // when none was given
+  MetricsRegistry* registry_;
+  JobsMetrics m_;
 };
 
 }  // namespace controller

@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 #include <pqxx/pqxx>
 
+#include "controller/logging.h"
 #include "db/connection.h"
 
 namespace controller {
@@ -232,7 +233,13 @@ void Watchdog::Run() {
         switch (r.verdict) {
           case CycleVerdict::kNone:
           case CycleVerdict::kNotJudged:
-            spdlog::info("watchdog: {}", r.Describe());
+            if (r.started_cycle) {  // a state change: the cycle it started, as a field
+              LogWith(spdlog::level::info,
+                      {{"cycle", *r.started_cycle}, {"to", "running"}, {"event", "cycle_started"}},
+                      "watchdog: " + r.Describe());
+            } else {
+              spdlog::info("watchdog: {}", r.Describe());
+            }
             break;
           case CycleVerdict::kStale:
             if (r.stale_recorded || r.restarted) spdlog::warn("watchdog: {}", r.Describe());

@@ -1,14 +1,22 @@
 // The `fleetwave` registry commands, run as a user runs them, against a real PostgreSQL.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
+#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "db/registry.h"
 #include "tests/support/process.h"
 #include "tests/support/test_database.h"
+#include "tests/support/test_device.h"
 
 namespace {
 
@@ -298,6 +306,102 @@ TEST_F(ControllerFlagsTest, AValidPlanGetsAsFarAsTheDatabase) {
   ProcessResult r = Run({"--plan", path, "--lease-ttl", "2"});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_THAT(r.err, HasSubstr("cannot connect to PostgreSQL at 127.0.0.1:1/fleetwave"));
+}
+
+// --log-format and --log-level: global flags, also from the environment, checked before the
+// command runs.
+TEST_F(ControllerFlagsTest, BadLogFlagsAreUsageErrorsNamingTheAllowedValues) {
+  for (const std::vector<std::string>& cmd :
+       {std::vector<std::string>{"controller"}, {"device", "list"}}) {
+    std::vector<std::string> argv = {FleetwaveBinary(), "--log-format", "xml"};
+    argv.insert(argv.end(), cmd.begin(), cmd.end());
+    ProcessResult r = RunProcess(argv);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_THAT(r.err, HasSubstr("--log-format"));
+    EXPECT_THAT(r.err, HasSubstr("\"xml\""));
+    EXPECT_THAT(r.err, HasSubstr("text or json"));
+  }
+  ProcessResult r = RunProcess({FleetwaveBinary(), "--log-level", "loud", "device", "list"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("--log-level"));
+  EXPECT_THAT(r.err, HasSubstr("trace, debug, info, warn, error or off"));
+  // From the environment too, named by its variable.
+  r = RunProcess({FleetwaveBinary(), "device", "list"}, {{"FLEETWAVE_LOG_FORMAT", "yaml"}});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("FLEETWAVE_LOG_FORMAT"));
+  EXPECT_THAT(r.err, HasSubstr("text or json"));
+  r = RunProcess({FleetwaveBinary(), "device", "list"}, {{"FLEETWAVE_LOG_LEVEL", "warning"}});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("FLEETWAVE_LOG_LEVEL"));
+  // Good values get as far as the database.
+  r = RunProcess(
+      {FleetwaveBinary(), "--log-format", "json", "--log-level", "debug", "device", "list"},
+      {{"FLEETWAVE_DB", kNowhere}});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  // With JSON logs, even the fatal error is a JSON line.
+  nlohmann::json line = nlohmann::json::parse(r.err);
+  EXPECT_EQ(line["level"], "error");
+  EXPECT_THAT(line["msg"].get<std::string>(), HasSubstr("cannot connect"));
+}
+
+// A controller run with --log-format json: every stderr line is a JSON object, and each state
+// change carries its ids as fields.
+TEST_F(CliTest, AJsonLogRunEmitsOneParseableObjectPerLine) {
+  {
+    auto conn = database_.Connect();
+    db::Registry registry(*conn);
+    registry.AddDevice({"j1", "m1", "1.0.0", "default", {}});
+    registry.AddRelease({"m1", "2.0.0", "https://fw.example/m1-2.0.0.bin", std::string(64, 'a'),
+                         1000, fleet::ReleaseState::kActive});
+  }
+  const std::string unique = std::to_string(getpid());
+  const std::string log = ::testing::TempDir() + "json-log-" + unique + ".log";
+  std::remove(log.c_str());
+  testing_support::BackgroundProcess controller(
+      {FleetwaveBinary(), "--log-format", "json", "controller", "--lease-ttl", "2",
+       "--reconcile-interval-ms", "100", "--topic-root", "fwtest/json-" + unique + "/things",
+       "--client-id", "fw-json-" + unique},
+      {{"FLEETWAVE_DB", database_.conninfo()}, {"FLEETWAVE_MQTT", testing_support::BrokerUri()}},
+      log);
+  auto read_log = [&] {
+    std::ifstream in(log);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  // The first wave starting is a state change with a rollout and a wave.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (read_log().find("\"event\":\"wave_started\"") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  controller.Signal(SIGTERM);
+  EXPECT_EQ(controller.Wait(20000), 0);
+
+  std::istringstream lines(read_log());
+  int parsed = 0;
+  bool wave_change = false, cycle_change = false;
+  for (std::string line; std::getline(lines, line);) {
+    nlohmann::json j;
+    ASSERT_NO_THROW(j = nlohmann::json::parse(line)) << line;
+    ASSERT_TRUE(j.is_object()) << line;
+    EXPECT_TRUE(j["ts"].is_string()) << line;
+    EXPECT_TRUE(j["level"].is_string()) << line;
+    EXPECT_TRUE(j["msg"].is_string()) << line;
+    ++parsed;
+    if (j.value("event", "") == "wave_started" && j.contains("wave")) {
+      wave_change = true;
+      EXPECT_EQ(j["rollout"], "fw-m1-2.0.0-c1") << line;
+      EXPECT_EQ(j["cycle"], 1) << line;
+      EXPECT_EQ(j["wave"], 1) << line;
+      EXPECT_EQ(j["from"], "pending") << line;
+      EXPECT_EQ(j["to"], "running") << line;
+      EXPECT_EQ(j["level"], "info") << line;
+    }
+    if (j.value("event", "") == "cycle_started") cycle_change = j["cycle"].is_number();
+  }
+  EXPECT_GT(parsed, 3);
+  EXPECT_TRUE(wave_change) << read_log();
+  EXPECT_TRUE(cycle_change) << read_log();
 }
 
 }  // namespace
