@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 
 namespace testing_support {
 
@@ -104,6 +106,19 @@ std::string ExceptionText(const nlohmann::json& details) {
   return details.value("text", std::string("an exception"));
 }
 
+// The contents of a small file such as /proc/<pid>/stat, or "" if it cannot be read (the process
+// may be gone): never throws, as the destructor uses it.
+std::string ReadProcFile(const std::string& path) {
+  std::string text;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return text;
+  char chunk[4096];
+  for (ssize_t n; (n = read(fd, chunk, sizeof chunk)) > 0;)
+    text.append(chunk, static_cast<size_t>(n));
+  close(fd);
+  return text;
+}
+
 std::string Shorten(const std::string& s, size_t n = 200) {
   return s.size() <= n ? s : s.substr(0, n) + "…";
 }
@@ -115,6 +130,9 @@ std::unique_ptr<HeadlessBrowser> HeadlessBrowser::Launch(std::string* why_not) {
   if (binary.empty()) return nullptr;
   // A write to a browser that died must fail with EPIPE, not kill the test.
   signal(SIGPIPE, SIG_IGN);
+  // Chromium's helper processes outlive its main process by a moment; as the subreaper, the
+  // test process inherits and reaps them instead of leaving zombies to init.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
 
   std::unique_ptr<HeadlessBrowser> browser(new HeadlessBrowser);
   const char* tmp = std::getenv("TMPDIR");
@@ -146,6 +164,19 @@ std::unique_ptr<HeadlessBrowser> HeadlessBrowser::Launch(std::string* why_not) {
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
+  // HOME in the temporary directory too: Chromium keeps its crash database and caches under
+  // ~/.config and ~/.cache, which must neither outlive the test nor be shared between tests.
+  std::vector<std::string> env_strings = {"HOME=" + browser->dir_};
+  for (char** e = environ; *e; ++e) {
+    std::string_view entry(*e);
+    if (!entry.starts_with("HOME=") && !entry.starts_with("XDG_CONFIG_HOME=") &&
+        !entry.starts_with("XDG_CACHE_HOME=")) {
+      env_strings.emplace_back(entry);
+    }
+  }
+  std::vector<char*> env;
+  for (auto& e : env_strings) env.push_back(e.data());
+  env.push_back(nullptr);
 
   int commands[2], answers[2];  // [0] read end, [1] write end
   if (pipe2(commands, O_CLOEXEC) != 0 || pipe2(answers, O_CLOEXEC) != 0) {
@@ -171,7 +202,7 @@ std::unique_ptr<HeadlessBrowser> HeadlessBrowser::Launch(std::string* why_not) {
     dup2(log, 1);
     dup2(log, 2);
     close_range(5, ~0U, 0);  // no listening socket of the test leaks into the browser
-    execv(args[0], args.data());
+    execve(args[0], args.data(), env.data());
     _exit(127);
   }
   close(commands[0]);
@@ -204,32 +235,52 @@ std::unique_ptr<HeadlessBrowser> HeadlessBrowser::Launch(std::string* why_not) {
 
 HeadlessBrowser::~HeadlessBrowser() {
   if (pid_ > 0) {
-    // Ask politely first: Chromium then stops its helper processes and reaps them itself.
-    if (to_chrome_ >= 0) {
-      try {
-        Call("Browser.close", {}, false, Clock::now() + std::chrono::seconds(3));
-      } catch (const std::exception&) {
-        // It may close the pipe before it answers, or be hung: the kill below settles it.
-      }
-    }
-    bool reaped = false;
-    for (auto deadline = Clock::now() + std::chrono::seconds(5); Clock::now() < deadline;) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        reaped = true;
-        break;
-      }
-      poll(nullptr, 0, 10);
-    }
-    // Whatever is left of its process group (a hung browser, an orphaned helper) goes now.
+    // The profile is thrown away, so there is nothing to close gracefully: a SIGKILL to the
+    // whole group is immediate and also ends a hung browser. Helpers whose parent dies first are
+    // re-parented to us (the subreaper, see Launch) and reaped here, so none lingers as a zombie.
     kill(-pid_, SIGKILL);
-    if (!reaped) waitpid(pid_, nullptr, 0);
+    waitpid(pid_, nullptr, 0);
+    for (auto deadline = Clock::now() + std::chrono::seconds(5);
+         kill(-pid_, 0) == 0 && Clock::now() < deadline;) {
+      if (waitpid(-pid_, nullptr, WNOHANG) <= 0) poll(nullptr, 0, 5);
+    }
+    ReapCrashHandlers();
   }
   if (to_chrome_ >= 0) close(to_chrome_);
   if (from_chrome_ >= 0) close(from_chrome_);
   if (!dir_.empty()) {
     std::error_code ignored;
     std::filesystem::remove_all(dir_, ignored);
+  }
+}
+
+// Chromium starts its crash handlers (chrome_crashpad_handler) detached, in sessions of their
+// own, so the group kill misses them; they are our children (we are the subreaper). Ours are
+// told apart by their crash database, under our temporary HOME; a dead one of any browser is
+// reaped too, as nobody else will.
+void HeadlessBrowser::ReapCrashHandlers() {
+  std::error_code error;
+  for (std::filesystem::directory_iterator it("/proc", error), end; !error && it != end;
+       it.increment(error)) {
+    const auto& entry = *it;
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string stat = ReadProcFile(entry.path() / "stat");
+    // "pid (comm) state ppid ...": comm may hold spaces, so parse from the last ')'.
+    size_t open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 1));
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid != getpid() || stat.compare(open + 1, 15, "chrome_crashpad") != 0) continue;
+    const pid_t pid = std::stoi(name);
+    if (state != 'Z') {
+      const std::string cmdline = ReadProcFile(entry.path() / "cmdline");
+      if (cmdline.find(dir_ + "/") == std::string::npos) continue;  // another browser's
+      kill(pid, SIGKILL);  // safe by pid: an unreaped child's pid cannot be reused
+    }
+    waitpid(pid, nullptr, 0);
   }
 }
 

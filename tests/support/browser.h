@@ -26,11 +26,12 @@ class HeadlessBrowser {
  public:
   // Starts Chromium (1280x900 viewport, a fresh profile in a temporary directory) and opens a
   // blank page. Returns nullptr and sets *why_not to a sentence fit for GTEST_SKIP() when no
-  // binary is found or it does not start and answer within 30 s.
+  // binary is found or it does not start and answer within 30 s. Makes the calling process a
+  // child subreaper (prctl), so that it reaps Chromium's helper processes itself.
   static std::unique_ptr<HeadlessBrowser> Launch(std::string* why_not);
 
-  // Closes the browser (Browser.close, then SIGKILL to its process group if it lingers), reaps
-  // it and removes its profile: no chromium process outlives this object.
+  // Kills the browser's process group, reaps every process of it and removes the profile: no
+  // chromium process, nor zombie, outlives this object.
   ~HeadlessBrowser();
   HeadlessBrowser(const HeadlessBrowser&) = delete;
   HeadlessBrowser& operator=(const HeadlessBrowser&) = delete;
@@ -80,6 +81,7 @@ class HeadlessBrowser {
   void OnEvent(const nlohmann::json& message);
   // Runtime.evaluate's whole answer: `result`, and `exceptionDetails` when the script threw.
   nlohmann::json EvaluateRaw(const std::string& js, std::chrono::steady_clock::time_point deadline);
+  void ReapCrashHandlers();
   [[noreturn]] void Fail(const std::string& what) const;
   std::string LogTail() const;
 

@@ -4,6 +4,7 @@
 #include "tests/support/browser.h"
 
 #include <arpa/inet.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 namespace testing_support {
@@ -276,6 +278,25 @@ TEST_F(BrowserTest, ANavigationToAServerThatIsDownFailsWithinTheDeadline) {
   EXPECT_EQ(browser_->Evaluate("document.title"), "rollout fw-1.5.0");
 }
 
+// Our children (zombies included) whose command name starts with "chrom".
+std::vector<std::string> ChromiumChildren() {
+  std::vector<std::string> found;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream file(entry.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    size_t open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 1));
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == getpid() && stat.compare(open + 1, 5, "chrom") == 0) found.push_back(stat);
+  }
+  return found;
+}
+
 TEST_F(BrowserTest, NoChromiumProcessOutlivesTheBrowser) {
   const pid_t group = browser_->pid();
   browser_->Navigate(server_.Url());
@@ -283,6 +304,7 @@ TEST_F(BrowserTest, NoChromiumProcessOutlivesTheBrowser) {
   browser_.reset();
   EXPECT_EQ(kill(-group, 0), -1) << "a process of the browser's group is left";
   EXPECT_EQ(errno, ESRCH);
+  EXPECT_THAT(ChromiumChildren(), ::testing::IsEmpty()) << "its crash handlers, alive or zombies";
 }
 
 }  // namespace
