@@ -7,8 +7,9 @@
 //
 // Every wait has a deadline: a hung or crashed browser makes the call throw std::runtime_error
 // (with the tail of Chromium's log) instead of hanging the test. Not thread-safe: use it from one
-// thread. The binary is $FLEETWAVE_CHROMIUM if set, else `chromium` (Debian's package, installed
-// by scripts/bootstrap), `chromium-browser` or `google-chrome` on PATH.
+// thread. Launch ignores SIGPIPE in the whole process (a write to a dead browser then fails
+// instead of killing the test). The binary is $FLEETWAVE_CHROMIUM if set, else `chromium` (Debian's
+// package, installed by scripts/bootstrap), `chromium-browser` or `google-chrome` on PATH.
 #pragma once
 
 #include <sys/types.h>
@@ -41,9 +42,11 @@ class HeadlessBrowser {
   void Navigate(const std::string& url,
                 std::chrono::milliseconds deadline = std::chrono::seconds(30));
 
-  // Evaluates a JavaScript expression in the page and returns its value as JSON (a promise is
-  // awaited; undefined, NaN and DOM nodes come back as null or {}). Throws with Chrome's
-  // exception text (e.g. "ReferenceError: x is not defined") when the script throws.
+  // Evaluates JavaScript in the page, as the DevTools console does, and returns the value of its
+  // last expression as JSON (a promise is awaited; undefined, NaN and DOM nodes come back as null
+  // or {}). Throws with Chrome's exception text (e.g. "ReferenceError: x is not defined") when
+  // the script throws. Top-level `const`/`let` stay declared for later calls: wrap a script that
+  // declares them in `{ ... }` or `(() => { ... })()`.
   nlohmann::json Evaluate(const std::string& js);
 
   // Evaluates `js_predicate` every 50 ms until its value is truthy: true when it became so,
@@ -53,7 +56,8 @@ class HeadlessBrowser {
 
   // Clicks the centre of the first element matching `css_selector` with real mouse events
   // (scrolled into view first). Throws when nothing matches, the element has no size, or
-  // another element covers its centre.
+  // another element covers its centre. It aims where the element is now: WaitFor the page to have
+  // rendered what could still move it.
   void Click(const std::string& css_selector);
 
   // Writes a PNG of the viewport to `png_path`. Throws if it cannot.

@@ -179,6 +179,8 @@ TEST_F(BrowserTest, ReadsTheTextCountsAndColoursThePageRenders) {
 
 TEST_F(BrowserTest, AClickPostsToTheServer) {
   browser_->Navigate(server_.Url());
+  // The waves render after the load and push the button down: wait for them before aiming.
+  ASSERT_TRUE(browser_->WaitFor("document.querySelectorAll('.wave').length === 3", 10s));
   browser_->Click("#approve");
   EXPECT_EQ(nlohmann::json::parse(server_.WaitForPost(10s)), nlohmann::json({{"wave", 3}}));
   EXPECT_TRUE(
@@ -192,10 +194,11 @@ TEST_F(BrowserTest, AClickPostsToTheServer) {
     EXPECT_STREQ(e.what(), "Click(\"#deny\"): no element matches");
   }
   // A button hidden under an overlay cannot be clicked by a person, nor by the harness.
-  browser_->Evaluate(R"(
-    const o = document.createElement('div');
-    o.style.cssText = 'position:fixed;inset:0;background:rgba(0,0,0,0.5)';
-    document.body.appendChild(o))");
+  browser_->Evaluate(R"({
+    const overlay = document.createElement('div');
+    overlay.style.cssText = 'position:fixed;inset:0;background:rgba(0,0,0,0.5)';
+    document.body.appendChild(overlay);
+  })");
   EXPECT_THROW(browser_->Click("#approve"), std::runtime_error);
   EXPECT_EQ(server_.PostCount(), 1u);
 }
@@ -305,6 +308,23 @@ TEST_F(BrowserTest, NoChromiumProcessOutlivesTheBrowser) {
   EXPECT_EQ(kill(-group, 0), -1) << "a process of the browser's group is left";
   EXPECT_EQ(errno, ESRCH);
   EXPECT_THAT(ChromiumChildren(), ::testing::IsEmpty()) << "its crash handlers, alive or zombies";
+}
+
+// What the skip message says when there is no browser to run, or it does not start.
+TEST(BrowserLaunchTest, AMissingOrBrokenBrowserGivesTheReason) {
+  std::string why_not;
+  setenv("FLEETWAVE_CHROMIUM", "/nonexistent/chromium", 1);
+  EXPECT_EQ(HeadlessBrowser::Launch(&why_not), nullptr);
+  EXPECT_EQ(why_not, "FLEETWAVE_CHROMIUM=/nonexistent/chromium is not an executable file");
+
+  setenv("FLEETWAVE_CHROMIUM", "/bin/false", 1);
+  auto start = Clock::now();
+  EXPECT_EQ(HeadlessBrowser::Launch(&why_not), nullptr);
+  EXPECT_LT(Clock::now() - start, 10s);
+  EXPECT_NE(why_not.find("Chromium (/bin/false) did not start: Chromium closed the DevTools pipe"),
+            std::string::npos)
+      << why_not;
+  unsetenv("FLEETWAVE_CHROMIUM");
 }
 
 }  // namespace
