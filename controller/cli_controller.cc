@@ -15,6 +15,7 @@
 #include "controller/engine.h"
 #include "controller/http_server.h"
 #include "controller/jobs_service.h"
+#include "controller/metrics_scrape.h"
 #include "fleet/plan.h"
 
 namespace controller {
@@ -112,6 +113,10 @@ void AddController(CLI::App& app, Globals& g) {
       h.role = [&running] {
         const Engine* engine = running.load();
         return engine && engine->stats().leading ? "leader" : "standby";
+      };
+      h.metrics = [&running](pqxx::connection* conn) {
+        const Engine* engine = running.load();
+        return engine ? RenderMetrics(*engine, conn) : RenderDatabaseMetrics(conn);
       };
       server = std::make_unique<HttpServer>(h);
       try {

@@ -16,7 +16,8 @@ namespace controller {
 // When `conn` is null or the query fails, the database gauges are left out and
 // fleetwave_database_up is 0. Never throws.
 // REQUIRES: no other thread uses `conn` during the call (one scrape at a time per connection).
-// Cost: one read-only transaction, one statement (a few ms at a million executions).
+// Cost: one read-only transaction, one statement (db/metrics_queries.h: 180-270 ms with a
+// million executions in the current cycle).
 std::string RenderMetrics(const Engine& engine, pqxx::connection* conn);
 
 // The part read from the database alone (what RenderMetrics appends); for tests and callers
