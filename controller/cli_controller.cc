@@ -81,6 +81,10 @@ void AddController(CLI::App& app, Globals& g) {
       if (!plan) throw UsageError("--plan " + *plan_file + ": " + error);
       e->plan = std::move(*plan);
     }
+    if (*http != "off" && ParseHostPort(*http).port < 0)
+      throw UsageError("--http \"" + *http +
+                       "\" is invalid: use HOST:PORT, e.g. 127.0.0.1:8080 (port 0 picks a free "
+                       "one), or off");
     e->lease_ttl = std::chrono::seconds(*lease_ttl);
     e->reconcile_interval = std::chrono::milliseconds(*reconcile_ms);
     for (const auto* root : {&o->topic_root, &o->telemetry_root}) {

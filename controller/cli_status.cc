@@ -89,9 +89,7 @@ std::string Render(const db::Status& s, bool bars) {
     for (const auto& a : d.approvals) {
       out += "  wave " + std::to_string(a.wave) + " awaits approval (" +
              (a.expired ? "expired " : "expires ") + a.expires_at + ")";
-      if (auto links = LinksOf(d, a))
-        out += ": approve " + links->approve + " , deny " + links->deny + " (POST), or open " +
-               links->page;
+      if (auto links = LinksOf(d, a)) out += ": open " + links->page + " to approve or deny it";
       out += "; or `fleetwave rollout approve|deny " + r.id + "`\n";
     }
   }

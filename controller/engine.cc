@@ -505,11 +505,10 @@ void Engine::ReconcileRollout(const std::string& rollout_id, bool terminal, bool
                           .expires_at = expires_at},
                          {{"wave", next}, {"ttlSeconds", expires_at - now}});
       const std::string base = options_.approval_base_url + "/approvals/" + token.token;
-      approval_urls.push_back("rollout " + rollout_id + " waits for approval of wave " +
-                              std::to_string(next) + " (expires in " +
-                              std::to_string(expires_at - now) + " s): approve " + base +
-                              "/approve , deny " + base + "/deny , or `fleetwave rollout " +
-                              "approve|deny " + rollout_id + "`");
+      approval_urls.push_back(
+          "rollout " + rollout_id + " waits for approval of wave " + std::to_string(next) +
+          " (expires in " + std::to_string(expires_at - now) + " s): open " + base +
+          " to approve or deny it, or `fleetwave rollout approve|deny " + rollout_id + "`");
     }
     txn.commit();
     LogChanges(r.cycle_id, rollout_id, d.changes);

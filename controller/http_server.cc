@@ -514,6 +514,11 @@ struct HttpServer::Impl {
     server.Post(R"(/api/v1/rollouts/([^/]+)/(pause|resume|abort))", bind(&Impl::RolloutCommand));
     server.Get(R"(/approvals/([^/]+))", bind(&Impl::ApprovalPage));
     server.Post(R"(/approvals/([^/]+)/(approve|deny))", bind(&Impl::ApprovalDecision));
+    // A decision is a POST; a browser opening an approve/deny URL lands on the page instead.
+    server.Get(R"(/approvals/([^/]+)/(approve|deny))",
+               [](const httplib::Request& req, httplib::Response& res) {
+                 res.set_redirect("/approvals/" + std::string(req.matches[1]), 303);
+               });
 
     // Anything else: a JSON 404 naming the method and path (cpp-httplib answers 404 for a known
     // path with another method too; the message says which methods exist).

@@ -10,6 +10,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
@@ -300,6 +301,11 @@ TEST_F(ControllerFlagsTest, OutOfRangeFlagsAreUsageErrors) {
   Usage({"--topic-root", "fleet/"}, {"topic root \"fleet/\""});
 }
 
+TEST_F(ControllerFlagsTest, AMalformedHttpAddressIsAUsageError) {
+  Usage({"--http", "localhost"}, {"--http \"localhost\" is invalid: use HOST:PORT"});
+  Usage({"--http", "127.0.0.1:99999"}, {"--http \"127.0.0.1:99999\" is invalid"});
+}
+
 TEST_F(ControllerFlagsTest, AValidPlanGetsAsFarAsTheDatabase) {
   // The control for the tests above: with nothing wrong, the controller tries to connect.
   const std::string path = PlanFile("valid", R"({"waves": [{"percent": 10}, {"percent": 100}]})");
@@ -358,9 +364,9 @@ TEST_F(CliTest, AJsonLogRunEmitsOneParseableObjectPerLine) {
   const std::string log = ::testing::TempDir() + "json-log-" + unique + ".log";
   std::remove(log.c_str());
   testing_support::BackgroundProcess controller(
-      {FleetwaveBinary(), "--log-format", "json", "controller", "--lease-ttl", "2",
-       "--reconcile-interval-ms", "100", "--topic-root", "fwtest/json-" + unique + "/things",
-       "--client-id", "fw-json-" + unique},
+      {FleetwaveBinary(), "--log-format", "json", "controller", "--http", "127.0.0.1:0",
+       "--lease-ttl", "2", "--reconcile-interval-ms", "100", "--topic-root",
+       "fwtest/json-" + unique + "/things", "--client-id", "fw-json-" + unique},
       {{"FLEETWAVE_DB", database_.conninfo()}, {"FLEETWAVE_MQTT", testing_support::BrokerUri()}},
       log);
   auto read_log = [&] {
@@ -402,6 +408,65 @@ TEST_F(CliTest, AJsonLogRunEmitsOneParseableObjectPerLine) {
   EXPECT_GT(parsed, 3);
   EXPECT_TRUE(wave_change) << read_log();
   EXPECT_TRUE(cycle_change) << read_log();
+}
+
+// The controller as operators run it serves its HTTP side: health, readiness as the leader,
+// metrics with the leader flag and the database up, and the status API.
+TEST_F(CliTest, AControllerServesHealthReadinessMetricsAndTheApi) {
+  const std::string unique = std::to_string(getpid());
+  const std::string log = ::testing::TempDir() + "http-" + unique + ".log";
+  std::remove(log.c_str());
+  testing_support::BackgroundProcess controller(
+      {FleetwaveBinary(), "controller", "--http", "127.0.0.1:0", "--lease-ttl", "2",
+       "--reconcile-interval-ms", "100", "--topic-root", "fwtest/http-" + unique + "/things",
+       "--client-id", "fw-http-" + unique},
+      {{"FLEETWAVE_DB", database_.conninfo()}, {"FLEETWAVE_MQTT", testing_support::BrokerUri()}},
+      log);
+  auto read_log = [&] {
+    std::ifstream in(log);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  // Port 0: the controller logs the one it got.
+  const std::string marker = "http: serving on http://127.0.0.1:";
+  int port = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (port == 0 && std::chrono::steady_clock::now() < deadline) {
+    const std::string text = read_log();
+    if (auto at = text.find(marker); at != std::string::npos)
+      port = std::atoi(text.c_str() + at + marker.size());
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GT(port, 0) << read_log();
+  httplib::Client http("127.0.0.1", port);
+  auto healthz = http.Get("/healthz");
+  ASSERT_TRUE(healthz);
+  EXPECT_EQ(healthz->status, 200);
+  // Ready as the leader once it holds the lease.
+  std::string readyz;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = http.Get("/readyz");
+    if (r && r->status == 200 && r->body.find("\"leader\"") != std::string::npos) {
+      readyz = r->body;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_THAT(readyz, HasSubstr("\"database\": \"ok\"")) << read_log();
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_THAT(metrics->body, HasSubstr("\nfleetwave_leader 1\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("\nfleetwave_database_up 1\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("# TYPE fleetwave_jobs_requests_total counter"));
+  auto status = http.Get("/api/v1/status");
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->status, 200);
+  EXPECT_EQ(nlohmann::json::parse(status->body)["leader"]["holder"].is_string(), true);
+  controller.Signal(SIGTERM);
+  EXPECT_EQ(controller.Wait(20000), 0);
 }
 
 }  // namespace

@@ -206,6 +206,12 @@ TEST_F(HttpServerTest, AnApprovalLinkShowsWhatItApprovesAndApprovesOnce) {
   EXPECT_THAT(page->body, HasSubstr("arm 1.2.0"));
   EXPECT_THAT(page->body, HasSubstr("action=\"/approvals/" + token + "/approve\""));
   EXPECT_EQ(RolloutState(kCurrent), "awaiting_approval");  // looking changes nothing
+  // Opening an approve link in a browser (a GET) leads to the page; only a POST decides.
+  auto opened = client_->Get(("/approvals/" + token + "/approve").c_str());
+  ASSERT_TRUE(opened);
+  EXPECT_EQ(opened->status, 303);
+  EXPECT_EQ(opened->get_header_value("Location"), "/approvals/" + token);
+  EXPECT_EQ(RolloutState(kCurrent), "awaiting_approval");
 
   Reply r = Post("/approvals/" + token + "/approve", {{"Accept", "application/json"}});
   ASSERT_EQ(r.status, 200) << r.text;

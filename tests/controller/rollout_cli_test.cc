@@ -378,8 +378,9 @@ TEST_F(RolloutCliTest, StatusShowsTheCycleLeaderRolloutsWavesAndApprovalLinks) {
   // Wave 2: planned 2; 2 succeeded, 1 failed, 1 timed out, 1 in progress, 1 queued.
   EXPECT_THAT(out, testing::ContainsRegex("  2 +passed +2 +1 +1 +2 +1 +0 +1 +0  -"));
   EXPECT_THAT(out, HasSubstr("wave 3 awaits approval (expires "));
-  EXPECT_THAT(out, HasSubstr("approve " + std::string(kBaseUrl) + "/approvals/" + token +
-                             "/approve , deny "));
+  EXPECT_THAT(out, HasSubstr(": open " + std::string(kBaseUrl) + "/approvals/" + token +
+                             " to approve or deny it; or `fleetwave rollout approve|deny "
+                             "fw-arm-1.2.0-c2`\n"));
 }
 
 TEST_F(RolloutCliTest, StatusJsonHasTheDocumentedSchema) {
