@@ -21,6 +21,14 @@
 
 namespace {
 
+// The whole file (empty while it does not exist yet).
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 using testing::HasSubstr;
 using testing_support::FleetwaveBinary;
 using testing_support::ProcessResult;
@@ -369,12 +377,7 @@ TEST_F(CliTest, AJsonLogRunEmitsOneParseableObjectPerLine) {
        "fwtest/json-" + unique + "/things", "--client-id", "fw-json-" + unique},
       {{"FLEETWAVE_DB", database_.conninfo()}, {"FLEETWAVE_MQTT", testing_support::BrokerUri()}},
       log);
-  auto read_log = [&] {
-    std::ifstream in(log);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  };
+  auto read_log = [&] { return ReadFile(log); };
   // The first wave starting is a state change with a rollout and a wave.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (read_log().find("\"event\":\"wave_started\"") == std::string::npos &&
@@ -422,12 +425,7 @@ TEST_F(CliTest, AControllerServesHealthReadinessMetricsAndTheApi) {
        "--client-id", "fw-http-" + unique},
       {{"FLEETWAVE_DB", database_.conninfo()}, {"FLEETWAVE_MQTT", testing_support::BrokerUri()}},
       log);
-  auto read_log = [&] {
-    std::ifstream in(log);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  };
+  auto read_log = [&] { return ReadFile(log); };
   // Port 0: the controller logs the one it got.
   const std::string marker = "http: serving on http://127.0.0.1:";
   int port = 0;
