@@ -136,6 +136,21 @@ TEST_F(ConsoleTest, ShowsTheWavesInColourWithCountsAndApprovesByItsButton) {
             "approved true");
   // The page refreshes by itself: the approval is gone.
   EXPECT_TRUE(b.WaitFor("document.querySelectorAll('.approval button').length === 0", 10s));
+
+  // An earlier cycle, picked in the list: its rollout's path, all green.
+  b.Click("#cycles li[data-cycle=\"1\"]");
+  ASSERT_TRUE(
+      b.WaitFor("document.querySelector('section[data-rollout=\"fw-arm-1.1.0-c1\"]') "
+                "!== null && document.querySelectorAll('section.rollout').length === 1",
+                10s));
+  EXPECT_THAT(Text(b, "#cycle-title"), testing::StrEq("Cycle 1"));
+  for (int wave = 1; wave <= 3; ++wave) EXPECT_EQ(NodeColour(b, "fw-arm-1.1.0-c1", wave), kGreen);
+  // Its history follows the rollouts (the page reads it next).
+  EXPECT_TRUE(
+      b.WaitFor("document.querySelector('#history').textContent.includes("
+                "'all_waves_passed')",
+                10s))
+      << Text(b, "#history");
   EXPECT_THAT(b.ConsoleErrors(), testing::IsEmpty());
 }
 
