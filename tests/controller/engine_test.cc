@@ -69,14 +69,26 @@ class SimDevice {
         behaviour_ == Behaviour::kFail || (behaviour_ == Behaviour::kFailFirst && attempts_ == 1);
     if (behaviour_ == Behaviour::kSilent) return;
     if (fail) {
-      device_.Accepted("jobs/" + job + "/update",
-                       {{"status", "FAILED"}, {"statusDetails", {{"reason", "flash-error"}}}});
+      Report(job, {{"status", "FAILED"}, {"statusDetails", {{"reason", "flash-error"}}}});
       return;
     }
-    device_.Accepted("jobs/" + job + "/update",
-                     {{"status", "SUCCEEDED"}, {"statusDetails", {{"firmware", version}}}});
-    std::lock_guard<std::mutex> lock(mu_);
-    firmware_ = version;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      firmware_ = version;
+    }
+    Report(job, {{"status", "SUCCEEDED"}, {"statusDetails", {{"firmware", version}}}});
+  }
+
+  // Reports the outcome of what it did, again and again until answered (as a real device does
+  // when the controller restarts meanwhile): it never installs the update a second time.
+  void Report(const std::string& job, const Json& update) {
+    while (!stop_) {
+      try {
+        device_.Accepted("jobs/" + job + "/update", update);
+        return;
+      } catch (const std::runtime_error&) {
+      }
+    }
   }
 
   // A device whose request went unanswered (the controller not up yet) asks again later.
