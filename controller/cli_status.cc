@@ -64,12 +64,12 @@ std::string Render(const db::Status& s, bool bars) {
   }
   for (const auto& d : s.rollouts) {
     const auto& r = d.rollout;
-    std::snprintf(line, sizeof line,
-                  "\nrollout %s  %s %s  %s  wave %d of %d  %lld of %lld done%s%s\n", r.id.c_str(),
-                  r.model.c_str(), r.version.c_str(), r.state.c_str(), r.current_wave, r.waves,
-                  static_cast<long long>(Finished(r.counts)), static_cast<long long>(r.total),
-                  r.reason ? ": " : "", r.reason ? r.reason->c_str() : "");
+    std::snprintf(line, sizeof line, "\nrollout %s  %s %s  %s  wave %d of %d  %lld of %lld done",
+                  r.id.c_str(), r.model.c_str(), r.version.c_str(), r.state.c_str(), r.current_wave,
+                  r.waves, static_cast<long long>(Finished(r.counts)),
+                  static_cast<long long>(r.total));
     out += line;
+    out += (r.reason ? ": " + *r.reason : "") + "\n";  // a gate's reason can be long
     if (bars) out += "  " + Bar(r.counts.succeeded, r.total, 50) + "\n";
     std::snprintf(line, sizeof line, "  %-4s %-9s %8s %7s %11s %9s %6s %8s %9s %8s  %s\n", "WAVE",
                   "STATE", "PLANNED", "QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED",
