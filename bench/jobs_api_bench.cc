@@ -296,8 +296,8 @@ int main(int argc, char** argv) {
   pid_t controller = fork();
   if (controller == 0) {
     setenv("FLEETWAVE_DB", conninfo.c_str(), 1);
-    std::vector<std::string> args = {binary, "controller", "--http", "off", "--client-id",
-                                     "fleetwave-bench"};
+    std::vector<std::string> args = {binary, "controller",  "--http",
+                                     "off",  "--client-id", "fleetwave-bench"};
     args.insert(args.end(), controller_args.begin(), controller_args.end());
     std::vector<char*> argv_c;
     for (auto& a : args) argv_c.push_back(a.data());

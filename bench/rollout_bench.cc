@@ -80,8 +80,9 @@ pid_t StartController(const std::string& binary, const std::string& conninfo,
     setenv("FLEETWAVE_DB", conninfo.c_str(), 1);
     std::FILE* log = std::freopen(log_path.c_str(), "w", stdout);
     if (log) dup2(fileno(stdout), STDERR_FILENO);
-    std::vector<std::string> args = {binary,    "controller",  "--http", "off", "--plan",
-                                     plan_path, "--client-id", "fleetwave-bench-rollout"};
+    std::vector<std::string> args = {
+        binary,   "controller", "--http",      "off",
+        "--plan", plan_path,    "--client-id", "fleetwave-bench-rollout"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
