@@ -21,6 +21,8 @@
 #include "db/migrator.h"
 #include "db/registry.h"
 #include "fleet/registry.h"
+#include "fleet/signed_manifest.h"
+#include "signing/signing.h"
 
 namespace controller {
 
@@ -58,6 +60,8 @@ Json ToJson(const db::ReleaseRecord& r) {
               {"url", r.release.url},
               {"sha256", r.release.sha256},
               {"size", r.release.size},
+              {"counter", r.release.counter},
+              {"signature", r.release.signature ? fleet::ToJson(*r.release.signature) : Json(nullptr)},
               {"state", fleet::ToString(r.release.state)},
               {"createdAt", r.created_at}};
 }
@@ -240,24 +244,94 @@ void AddRelease(CLI::App& parent, Globals& g) {
   auto* release = parent.add_subcommand("release", "Publish and control firmware releases");
   release->require_subcommand(1);
 
+  // The manifest's flags, the same for `add` and `sign`.
+  auto manifest_options = [](CLI::App* cmd, fleet::Release& r) {
+    cmd->add_option("--model", r.model, "Hardware model")->required();
+    cmd->add_option("--version", r.version, "Semantic version, e.g. 1.5.0 or 2.0.0-rc.1")
+        ->required();
+    cmd->add_option("--url", r.url, "http(s) URL of the image")->required();
+    cmd->add_option("--sha256", r.sha256, "SHA-256 of the image, 64 lowercase hex")->required();
+    cmd->add_option("--size", r.size, "Image size in bytes")->required();
+    cmd->add_option("--counter", r.counter,
+                    "Ordering counter of the signed manifest: devices refuse a release whose "
+                    "counter is not above the one they run (default 0)");
+  };
+
   {
     auto* cmd = release->add_subcommand("add", "Publish a firmware release (state: active)");
     cmd->footer(
+        "A release signed offline (`fleetwave release sign`) carries its signature to the\n"
+        "devices, which refuse an image the release key did not sign when they trust release keys.\n"
         "Example:\n  fleetwave release add --model arm-v2 --version 1.5.0 \\\n"
         "    --url https://firmware.example.com/arm-v2/1.5.0.bin \\\n"
-        "    --sha256 $(sha256sum 1.5.0.bin | cut -c1-64) --size $(stat -c %s 1.5.0.bin)");
+        "    --sha256 $(sha256sum 1.5.0.bin | cut -c1-64) --size $(stat -c %s 1.5.0.bin) \\\n"
+        "    --counter 15 --signature \"$(cat 1.5.0.sig)\" --verify-key release.pub");
     auto r = std::make_shared<fleet::Release>();
-    cmd->add_option("--model", r->model, "Hardware model")->required();
-    cmd->add_option("--version", r->version, "Semantic version, e.g. 1.5.0 or 2.0.0-rc.1")
-        ->required();
-    cmd->add_option("--url", r->url, "http(s) URL of the image")->required();
-    cmd->add_option("--sha256", r->sha256, "SHA-256 of the image, 64 lowercase hex")->required();
-    cmd->add_option("--size", r->size, "Image size in bytes")->required();
-    cmd->callback([&g, r] {
+    manifest_options(cmd, *r);
+    auto signature = std::make_shared<std::string>();
+    cmd->add_option("--signature", *signature,
+                    "The release key's signature of the manifest, KEYID:VALUE as `fleetwave "
+                    "release sign` prints it");
+    auto verify_key = std::make_shared<std::string>();
+    cmd->add_option("--verify-key", *verify_key,
+                    "Public release key file: refuse the release unless --signature verifies "
+                    "with it");
+    cmd->callback([&g, r, signature, verify_key] {
       Require(fleet::CheckRelease(*r));
+      if (!signature->empty()) {
+        std::string error;
+        r->signature = fleet::ParseSignature(*signature, &error);
+        if (!r->signature) throw UsageError("--signature: " + error);
+      }
+      if (!verify_key->empty()) {
+        if (!r->signature) throw UsageError("--verify-key needs --signature: there is nothing to verify");
+        std::optional<signing::PublicKey> key;
+        try {
+          key = signing::LoadPublicKeyFile(*verify_key);
+        } catch (const signing::KeyFileError& err) {
+          throw UsageError(std::string("--verify-key: ") + err.what());
+        }
+        if (key->KeyId() != r->signature->key_id)
+          throw UsageError("--signature was made by key " + r->signature->key_id + ", not by " +
+                           *verify_key + " (key " + key->KeyId() + ")");
+        if (!signing::VerifyRelease(*key, fleet::ManifestOf(*r), r->signature->value))
+          throw UsageError(
+              "--signature does not verify: the manifest (model, version, counter, url, sha256, "
+              "size) differs from the one that was signed");
+      }
       auto conn = OpenDatabase(g);
       db::Registry(*conn).AddRelease(*r);
-      std::printf("added release %s %s (active)\n", r->model.c_str(), r->version.c_str());
+      std::printf("added release %s %s (active, %s)\n", r->model.c_str(), r->version.c_str(),
+                  r->signature ? ("signed by key " + r->signature->key_id).c_str() : "unsigned");
+    });
+  }
+
+  {
+    auto* cmd = release->add_subcommand(
+        "sign", "Sign a release manifest with the release key (offline: no database)");
+    cmd->footer(
+        "Prints KEYID:VALUE, the signature to give `fleetwave release add --signature`. Run it\n"
+        "where the release key lives (an offline machine), with the exact flags `release add`\n"
+        "will get: the signature covers model, version, counter, url, sha256 and size.\n"
+        "Example:\n  fleetwave release sign --key release.key --model arm-v2 --version 1.5.0 \\\n"
+        "    --url https://firmware.example.com/arm-v2/1.5.0.bin \\\n"
+        "    --sha256 $(sha256sum 1.5.0.bin | cut -c1-64) --size $(stat -c %s 1.5.0.bin) \\\n"
+        "    --counter 15 > 1.5.0.sig");
+    auto r = std::make_shared<fleet::Release>();
+    manifest_options(cmd, *r);
+    auto key_file = std::make_shared<std::string>();
+    cmd->add_option("--key", *key_file, "Secret release key file (fleetwave keys generate)")
+        ->required();
+    cmd->callback([r, key_file] {
+      Require(fleet::CheckRelease(*r));
+      std::optional<signing::SecretKey> key;
+      try {
+        key.emplace(signing::LoadSecretKeyFile(*key_file));
+      } catch (const signing::KeyFileError& err) {
+        throw UsageError(std::string("--key: ") + err.what());
+      }
+      const fleet::Signature s{key->KeyId(), signing::SignRelease(*key, fleet::ManifestOf(*r))};
+      std::printf("%s\n", fleet::ToText(s).c_str());
     });
   }
 
@@ -350,6 +424,7 @@ int RunCli(int argc, char** argv) {
   AddMigrate(app, g);
   AddDevice(app, g);
   AddRelease(app, g);
+  AddKeys(app);
   AddController(app, g);
   AddWatchdog(app, g);
   AddRollout(app, g);

@@ -36,7 +36,8 @@ std::unique_ptr<pqxx::connection> OpenDatabase(const Globals& g);
 // Registration of each command group on `app`.
 void AddMigrate(CLI::App& app, Globals& g);     // cli.cc
 void AddDevice(CLI::App& app, Globals& g);      // cli.cc
-void AddRelease(CLI::App& app, Globals& g);     // cli.cc
+void AddRelease(CLI::App& app, Globals& g);     // cli.cc: release add|sign|list|halt|resume
+void AddKeys(CLI::App& app);                    // cli_keys.cc
 void AddController(CLI::App& app, Globals& g);  // cli_controller.cc
 void AddWatchdog(CLI::App& app, Globals& g);    // cli_watchdog.cc
 void AddRollout(CLI::App& app, Globals& g);     // cli_rollout.cc: rollout ..., history

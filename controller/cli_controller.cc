@@ -49,6 +49,11 @@ void AddController(CLI::App& app, Globals& g) {
       ->capture_default_str();
   auto* base_url = cmd->add_option("--approval-base-url", e->approval_base_url,
                                    "Base of approval links (default: http://<--http address>)");
+  auto notice_key = std::make_shared<std::string>();
+  cmd->add_option("--notice-key", *notice_key,
+                  "Secret key file (fleetwave keys generate) that signs every job document; "
+                  "without it documents go out unsigned")
+      ->envname("FLEETWAVE_NOTICE_KEY");
   cmd->add_option("--topic-root", o->topic_root, "Root of the jobs topics")->capture_default_str();
   cmd->add_option("--telemetry-root", o->telemetry_root, "Root of the telemetry topics")
       ->capture_default_str();
@@ -70,7 +75,7 @@ void AddController(CLI::App& app, Globals& g) {
       ->capture_default_str()
       ->check(CLI::Range(1, 3650));
   cmd->callback([&g, o, e, plan_file, lease_ttl, reconcile_ms, window_ms, retention_days, http,
-                 base_url] {
+                 base_url, notice_key] {
     if (!plan_file->empty()) {
       std::ifstream in(*plan_file);
       if (!in) throw UsageError("--plan " + *plan_file + ": cannot read the file");
@@ -91,6 +96,20 @@ void AddController(CLI::App& app, Globals& g) {
       if (root->empty() || root->find_first_of("+#") != std::string::npos || root->back() == '/')
         throw UsageError("topic root \"" + *root +
                          "\" is invalid: use a topic without wildcards or a trailing /");
+    }
+    if (!notice_key->empty()) {
+      try {
+        o->notice_signer =
+            std::make_shared<NoticeSigner>(signing::LoadSecretKeyFile(*notice_key));
+      } catch (const signing::KeyFileError& err) {
+        throw UsageError(std::string("--notice-key: ") + err.what());
+      }
+      spdlog::info("controller: job documents are signed with notice key {}",
+                   o->notice_signer->key_id());
+    } else {
+      spdlog::warn(
+          "controller: NO NOTICE KEY: job documents go out unsigned, and devices that verify "
+          "notices will refuse them; give --notice-key FILE (see `fleetwave keys generate`)");
     }
     o->db = g.db;
     o->mqtt_uri = g.mqtt;

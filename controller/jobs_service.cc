@@ -139,6 +139,11 @@ JobsMetrics::JobsMetrics(MetricsRegistry& r) {
 JobsService::JobsService(JobsServiceOptions options, MetricsRegistry* metrics)
     : options_(std::move(options)),
       topics_(options_.topic_root, options_.telemetry_root),
+      sign_(options_.notice_signer ? mqtt::DocumentSigner([signer = options_.notice_signer](
+                                                              nlohmann::json& doc) {
+        signer->Sign(doc);
+      })
+                                   : mqtt::DocumentSigner()),
       requests_(RequestsClient(options_, topics_)),
       publisher_(PublisherClient(options_)),
       store_(options_.db),
@@ -499,7 +504,7 @@ db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
         break;
       }
     }
-    p.answer = mqtt::EncodeAnswer(m, outcome, now);
+    p.answer = mqtt::EncodeAnswer(m, outcome, now, sign_);
     p.rejection = outcome.rejection ? std::optional(outcome.rejection->code) : std::nullopt;
     if (m.topic.kind == mqtt::JobsRequest::kUpdate && m.client_token && !outcome.rejection &&
         !outcome.replay)
@@ -527,7 +532,7 @@ db::JobsWrites JobsService::Decide(std::vector<Pending>& requests,
   for (auto& [thing, jobs] : things) {
     if (jobs.NextChanged())
       writes.notices.push_back(
-          {topics_.NotifyNext(thing), mqtt::EncodeNotifyNext(jobs.Next(), now)});
+          {topics_.NotifyNext(thing), mqtt::EncodeNotifyNext(jobs.Next(), now, sign_)});
     if (jobs.PendingChanged())
       writes.notices.push_back({topics_.Notify(thing), mqtt::EncodeNotify(jobs, now)});
     for (const fleet::Execution& e : jobs.executions())

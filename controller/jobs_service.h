@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "controller/metrics.h"
+#include "controller/notice_signer.h"
 #include "db/jobs_store.h"
 #include "db/outbox.h"
 #include "mqtt/client.h"
@@ -57,6 +58,8 @@ struct JobsServiceOptions {
   // the same answer), so by default they skip the PUBACK round trip; notices always use QoS 1.
   int answer_qos = 0;
   int64_t telemetry_retention_seconds = 7 * 86400;
+  // Signs every job document sent; none: documents go out unsigned (see README "Security").
+  std::shared_ptr<const NoticeSigner> notice_signer;
 };
 
 // The controller's changes to executions, applied like a batch of device requests: in one
@@ -161,6 +164,7 @@ class JobsService {
 
   JobsServiceOptions options_;
   mqtt::JobsTopics topics_;
+  mqtt::DocumentSigner sign_;  // from options_.notice_signer; empty when there is none
   mqtt::Client requests_;
   mqtt::Client publisher_;
   db::JobsStore store_;

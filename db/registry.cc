@@ -156,10 +156,13 @@ ImportReport Registry::ImportDevices(std::istream& csv,
 void Registry::AddRelease(const fleet::Release& release) {
   pqxx::work txn(conn_);
   auto inserted = txn.exec_params(
-      "insert into fleetwave.releases (model, version, version_key, url, sha256, size, state) "
-      "values ($1, $2, $3, $4, $5, $6, $7) on conflict (model, version) do nothing returning id",
+      "insert into fleetwave.releases "
+      "  (model, version, version_key, url, sha256, size, state, counter, signature) "
+      "values ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb) "
+      "on conflict (model, version) do nothing returning id",
       release.model, release.version, SortKey(release.version), release.url, release.sha256,
-      release.size, std::string(fleet::ToString(release.state)));
+      release.size, std::string(fleet::ToString(release.state)), release.counter,
+      release.signature ? std::optional(fleet::ToJson(*release.signature).dump()) : std::nullopt);
   if (inserted.empty())
     throw Conflict("release " + release.model + " " + release.version + " already exists");
   txn.commit();
@@ -169,7 +172,8 @@ std::vector<ReleaseRecord> Registry::ListReleases(const std::optional<std::strin
   pqxx::read_transaction txn(conn_);
   std::string query = std::string("select id, model, version, url, sha256, size, state, ") +
                       "to_char(created_at at time zone 'UTC', " + kIsoUtc +
-                      ") from fleetwave.releases";
+                      "), counter, signature ->> 'keyId', signature ->> 'value' "
+                      "from fleetwave.releases";
   if (model) query += " where model = " + txn.quote(*model);
   query += " order by model, version_key desc";
   std::vector<ReleaseRecord> releases;
@@ -183,6 +187,9 @@ std::vector<ReleaseRecord> Registry::ListReleases(const std::optional<std::strin
     r.release.size = row[5].as<int64_t>();
     r.release.state = *fleet::ParseReleaseState(row[6].as<std::string>());
     r.created_at = row[7].as<std::string>();
+    r.release.counter = row[8].as<int64_t>();
+    if (!row[9].is_null())
+      r.release.signature = fleet::Signature{row[9].as<std::string>(), row[10].as<std::string>()};
     releases.push_back(std::move(r));
   }
   return releases;

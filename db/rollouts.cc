@@ -329,10 +329,10 @@ std::vector<std::string> PlanCycle(pqxx::transaction_base& txn, int64_t cycle_id
     txn.exec_params(
         "insert into fleetwave.rollouts (id, cycle_id, release_id, total, plan, job_document) "
         "select $1, $2, r.id, $4, $5::jsonb, jsonb_build_object('operation', 'firmware.update', "
-        "  'release', jsonb_build_object('model', r.model, 'version', r.version, 'url', r.url, "
-        "    'sha256', r.sha256, 'size', r.size)) "
+        "  'release', jsonb_build_object('model', r.model, 'version', r.version, "
+        "    'counter', r.counter, 'url', r.url, 'sha256', r.sha256, 'size', r.size)) "
         "  || case when r.signature is null then '{}'::jsonb "
-        "          else jsonb_build_object('signature', r.signature) end "
+        "          else jsonb_build_object('releaseSignature', r.signature) end "
         "from fleetwave.releases r where r.id = $3",
         id, cycle_id, release_id, n, plan_json);
     // Position p is element p % 1000 + 1 of chunk p / 1000.

@@ -134,7 +134,11 @@ std::optional<std::string> CheckRelease(const Release& release) {
   if (auto e = CheckVersion("version", release.version)) return e;
   if (auto e = CheckUrl(release.url)) return e;
   if (auto e = CheckSha256(release.sha256)) return e;
-  return CheckSize(release.size);
+  if (auto e = CheckSize(release.size)) return e;
+  if (release.counter < 0)
+    return "counter must be zero or more (it orders signed releases), got " +
+           std::to_string(release.counter);
+  return std::nullopt;
 }
 
 }  // namespace fleet

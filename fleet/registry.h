@@ -10,6 +10,8 @@
 #include <string>
 #include <string_view>
 
+#include "fleet/signed_manifest.h"
+
 namespace fleet {
 
 inline constexpr std::string_view kDefaultRing = "default";
@@ -34,6 +36,9 @@ struct Release {
   std::string sha256;  // 64 lowercase hex characters
   int64_t size = 0;    // bytes
   ReleaseState state = ReleaseState::kActive;
+  int64_t counter = 0;  // the signed manifest's ordering counter (>= 0; 0 when unsigned)
+  // The release key's signature of ManifestOf(*this) (fleet/signed_manifest.h); none: unsigned.
+  std::optional<Signature> signature;
 };
 
 // Device ids are thing names inside MQTT topics: 1-128 of [A-Za-z0-9_.:-], so never / + # $.

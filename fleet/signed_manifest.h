@@ -27,7 +27,11 @@
 #include <optional>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace fleet {
+
+struct Release;  // fleet/registry.h
 
 inline constexpr char kReleaseDomain[] = "fleetwave-release-v1\n";
 inline constexpr char kNoticeDomain[] = "fleetwave-notice-v1\n";
@@ -63,6 +67,45 @@ std::string CanonicalBytes(const ReleaseManifest& manifest);
 
 // The bytes the notice key signs; they embed CanonicalBytes(notice.manifest) as one field.
 std::string CanonicalBytes(const NoticeDocument& notice);
+
+// ---- In the job document -----------------------------------------------------------------------
+//
+// A firmware rollout's job document (DESIGN §2) carries the manifest and both signatures:
+//   {"operation": "firmware.update",
+//    "release": {"model", "version", "counter", "url", "sha256", "size"},
+//    "releaseSignature": {"alg": "ed25519", "keyId", "value"},   // the release key's, of the manifest
+//    "rollout": {"id", "wave"}, "issuedAt", "expiresAt",
+//    "signature": {"alg": "ed25519", "keyId", "value"}}          // the notice key's, of the notice
+// Both signatures are optional in the document; a device that trusts keys refuses one without.
+
+struct Signature {
+  std::string key_id;  // 16 lowercase hex characters
+  std::string value;   // base64, 88 characters
+  friend bool operator==(const Signature&, const Signature&) = default;
+};
+
+// {"alg": "ed25519", "keyId", "value"}.
+nlohmann::json ToJson(const Signature& signature);
+
+// The one-line text form an operator copies from `fleetwave release sign` to `release add
+// --signature`: "<keyId>:<value>" (base64 has no ':'). ParseSignature returns nullopt with
+// `error` saying what is wrong.
+std::string ToText(const Signature& signature);
+std::optional<Signature> ParseSignature(std::string_view text, std::string* error);
+
+// Reads `doc[field]`: nullopt and no error when absent or null; nullopt and `error` set (naming
+// the field and what is wrong) when present but not an ed25519 signature object of the right form.
+std::optional<Signature> ReadSignature(const nlohmann::json& doc, const char* field,
+                                       std::string* error);
+
+// The notice a job document states: its manifest, the release signature (empty key id and value
+// when the document has none), rollout, issuedAt, expiresAt, and the notice signature's key id
+// (empty when unsigned). nullopt with `error` naming the first missing or mistyped field. Fields
+// beyond these are not part of the notice and not signed.
+std::optional<NoticeDocument> NoticeFromDocument(const nlohmann::json& doc, std::string* error);
+
+// The manifest of a registered release (its counter included).
+ReleaseManifest ManifestOf(const Release& release);
 
 // The first problem that makes `manifest` unfit to sign (the same rules as a registered release,
 // and a non-negative counter), or nullopt.

@@ -107,9 +107,11 @@ RequestBody ReadBody(JobsRequest kind, const Json& body) {
   return GetPendingBody{};
 }
 
-Json ParseDocument(const std::string& text) {
+Json ParseDocument(const std::string& text, const DocumentSigner& sign) {
   Json doc = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  return doc.is_discarded() ? Json::object() : doc;
+  if (doc.is_discarded()) return Json::object();
+  if (sign && doc.is_object()) sign(doc);
+  return doc;
 }
 
 Json Summary(const fleet::Execution& e) {
@@ -122,7 +124,8 @@ Json Summary(const fleet::Execution& e) {
   return j;
 }
 
-Json ExecutionJson(const fleet::Execution& e, bool include_document, int64_t now) {
+Json ExecutionJson(const fleet::Execution& e, bool include_document, int64_t now,
+                   const DocumentSigner& sign) {
   Json j = {{"jobId", e.job_id},
             {"thingName", e.thing_name},
             {"status", fleet::ToString(e.status)},
@@ -134,7 +137,7 @@ Json ExecutionJson(const fleet::Execution& e, bool include_document, int64_t now
   if (e.started_at) j["startedAt"] = *e.started_at;
   if (e.step_timeout_at)
     j["approximateSecondsBeforeTimedOut"] = std::max<int64_t>(0, *e.step_timeout_at - now);
-  if (include_document) j["jobDocument"] = ParseDocument(e.job_document);
+  if (include_document) j["jobDocument"] = ParseDocument(e.job_document, sign);
   return j;
 }
 
@@ -198,7 +201,8 @@ JobsRequestMessage ParseJobsRequest(const RequestTopic& topic, std::string topic
   return m;
 }
 
-Answer EncodeAnswer(const JobsRequestMessage& request, const fleet::Outcome& outcome, int64_t now) {
+Answer EncodeAnswer(const JobsRequestMessage& request, const fleet::Outcome& outcome, int64_t now,
+                    const DocumentSigner& sign) {
   if (outcome.rejection) return EncodeRejection(request, *outcome.rejection, now);
   Answer answer{JobsTopics::Accepted(request.topic_name), {}};
   if (outcome.replay) {
@@ -218,13 +222,14 @@ Answer EncodeAnswer(const JobsRequestMessage& request, const fleet::Outcome& out
     case JobsRequest::kStartNext:
     case JobsRequest::kDescribe:
       if (outcome.execution)
-        j["execution"] = ExecutionJson(*outcome.execution, outcome.include_job_document, now);
+        j["execution"] =
+            ExecutionJson(*outcome.execution, outcome.include_job_document, now, sign);
       break;
     case JobsRequest::kUpdate:
       if (outcome.execution && outcome.include_job_execution_state)
         j["executionState"] = ExecutionState(*outcome.execution);
       if (outcome.execution && outcome.include_job_document)
-        j["jobDocument"] = ParseDocument(outcome.execution->job_document);
+        j["jobDocument"] = ParseDocument(outcome.execution->job_document, sign);
       break;
   }
   Stamp(j, request, now);
@@ -240,9 +245,10 @@ Answer EncodeRejection(const JobsRequestMessage& request, const fleet::Rejection
   return {JobsTopics::Rejected(request.topic_name), j.dump()};
 }
 
-std::string EncodeNotifyNext(const fleet::Execution* next, int64_t now) {
+std::string EncodeNotifyNext(const fleet::Execution* next, int64_t now,
+                             const DocumentSigner& sign) {
   Json j = {{"timestamp", now}};
-  if (next) j["execution"] = ExecutionJson(*next, /*include_document=*/true, now);
+  if (next) j["execution"] = ExecutionJson(*next, /*include_document=*/true, now, sign);
   return j.dump();
 }
 

@@ -5,10 +5,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "fleet/jobs.h"
 #include "mqtt/topics.h"
@@ -38,12 +41,18 @@ struct Answer {
   std::string topic;
   std::string payload;
 };
-Answer EncodeAnswer(const JobsRequestMessage& request, const fleet::Outcome& outcome, int64_t now);
+// Applied to every job document an answer or notice carries (a JSON object), just before it is
+// encoded: the controller signs notices here (controller/notice_signer.h). Empty: as stored.
+using DocumentSigner = std::function<void(nlohmann::json& document)>;
+
+Answer EncodeAnswer(const JobsRequestMessage& request, const fleet::Outcome& outcome, int64_t now,
+                    const DocumentSigner& sign = {});
 Answer EncodeRejection(const JobsRequestMessage& request, const fleet::Rejection& rejection,
                        int64_t now);
 
 // notify-next: {"timestamp", "execution"} or {"timestamp"} when nothing is pending.
-std::string EncodeNotifyNext(const fleet::Execution* next, int64_t now);
+std::string EncodeNotifyNext(const fleet::Execution* next, int64_t now,
+                             const DocumentSigner& sign = {});
 // notify: {"timestamp", "jobs": {"QUEUED": [...], "IN_PROGRESS": [...]}} (empty lists omitted).
 std::string EncodeNotify(const fleet::ThingJobs& jobs, int64_t now);
 
