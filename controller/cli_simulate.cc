@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "controller/cli_common.h"
+#include "signing/signing.h"
 #include "db/connection.h"
 #include "db/registry.h"
 #include "fleet/registry.h"
@@ -62,6 +63,8 @@ struct Flags {
   double duration_seconds = 0;
   double until_idle_seconds = 0;
   bool json = false;
+  std::vector<std::string> release_keys;  // public key files
+  std::vector<std::string> notice_keys;
 };
 
 void Validate(Flags& f) {
@@ -94,6 +97,21 @@ void Validate(Flags& f) {
     throw UsageError("--telemetry-interval-seconds must be in [0, 86400] (0: no telemetry)");
   if (!(f.duration_seconds >= 0) || !(f.until_idle_seconds >= 0))
     throw UsageError("--duration-seconds and --until-idle-seconds must be at least 0 (0: off)");
+  if (f.release_keys.empty() != f.notice_keys.empty())
+    throw UsageError(
+        "give both --trust-release-key and --trust-notice-key (a device checks both signatures: "
+        "the release key's of the image and the controller's of the notice), or neither");
+  for (auto [flag, files, keys] :
+       {std::tuple{"--trust-release-key", &f.release_keys, &f.o.trust.release_keys},
+        std::tuple{"--trust-notice-key", &f.notice_keys, &f.o.trust.notice_keys}}) {
+    for (const std::string& file : *files) {
+      try {
+        keys->Add(signing::LoadPublicKeyFile(file));
+      } catch (const std::exception& err) {  // KeyFileError, or a key id collision
+        throw UsageError(std::string(flag) + ": " + err.what());
+      }
+    }
+  }
   if (!f.profile_file.empty()) {
     std::ifstream in(f.profile_file);
     if (!in) throw UsageError("--profile " + f.profile_file + ": cannot read the file");
@@ -317,6 +335,14 @@ void AddSimulate(CLI::App& app, Globals& g) {
   cmd->add_option("--duration-seconds", f->duration_seconds, "Stop after this long (0: never)");
   cmd->add_option("--until-idle-seconds", f->until_idle_seconds,
                   "Stop once no device sent or received a jobs message for this long (0: never)");
+  cmd->add_option("--trust-release-key", f->release_keys,
+                  "Public release key file the devices trust (repeat it to trust several, e.g. "
+                  "while rotating); with it devices refuse unsigned or badly signed notices")
+      ->take_all();
+  cmd->add_option("--trust-notice-key", f->notice_keys,
+                  "Public notice key file the devices trust (the controller's --notice-key); "
+                  "repeat it for several")
+      ->take_all();
   cmd->add_flag("--json", f->json, "Print the summary as JSON");
   cmd->callback([&g, f] { Run(g, *f); });
 }

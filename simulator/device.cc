@@ -4,15 +4,19 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fleet/signed_manifest.h"
+
 namespace simulator {
 namespace {
 
 using Json = nlohmann::json;
 
 constexpr std::string_view kReasonNames[kReasonCount] = {
-    "bad-operation",   "bad-document",   "wrong-model",   "bad-version",
-    "not-newer",       "bad-sha256",     "expired",       "declined",
-    "download-failed", "install-failed", "reboot-failed",
+    "bad-operation",    "bad-document",        "wrong-model",           "bad-version",
+    "not-newer",        "bad-sha256",          "expired",               "declined",
+    "download-failed",  "install-failed",      "reboot-failed",         "unsigned",
+    "unknown-key",      "bad-signature",       "unsigned-release",      "unknown-release-key",
+    "bad-release-signature", "too-large",      "sha256-mismatch",
 };
 
 constexpr std::string_view kStepNames[] = {"downloading", "installing", "rebooting"};
@@ -47,7 +51,8 @@ int64_t Ms(double seconds) { return static_cast<int64_t>(seconds * 1000.0 + 0.5)
 std::string_view ToString(Reason reason) { return kReasonNames[static_cast<int>(reason)]; }
 
 std::optional<Reason> CheckJobDocument(const nlohmann::json& doc, std::string_view model,
-                                       const fleet::Version& installed, int64_t now) {
+                                       const Installed& installed, int64_t now,
+                                       const Trust& trust) {
   if (!doc.is_object()) return Reason::kBadOperation;
   const std::string* operation = StringField(doc, "operation");
   if (!operation || *operation != "firmware.update") return Reason::kBadOperation;
@@ -58,15 +63,44 @@ std::optional<Reason> CheckJobDocument(const nlohmann::json& doc, std::string_vi
   const std::string* sha256 = StringField(*release, "sha256");
   const std::string* url = StringField(*release, "url");
   if (!release_model || !version || !sha256 || !url || url->empty()) return Reason::kBadDocument;
-  if (*release_model != model) return Reason::kWrongModel;
-  auto parsed = fleet::Version::Parse(*version);
-  if (!parsed) return Reason::kBadVersion;
-  if (*parsed <= installed) return Reason::kNotNewer;
-  if (!IsSha256(*sha256)) return Reason::kBadSha256;
+
+  std::optional<fleet::NoticeDocument> notice;
+  if (trust.enabled()) {
+    std::string error;
+    std::optional<fleet::Signature> signature = fleet::ReadSignature(doc, "signature", &error);
+    if (!signature) return error.empty() ? Reason::kUnsigned : Reason::kBadSignature;
+    notice = fleet::NoticeFromDocument(doc, &error);
+    if (!notice) return Reason::kBadDocument;
+    switch (trust.notice_keys.VerifyNotice(*notice, signature->value)) {
+      case signing::TrustedKeys::Result::kOk:
+        break;
+      case signing::TrustedKeys::Result::kUnknownKey:
+        return Reason::kUnknownKey;
+      case signing::TrustedKeys::Result::kBadSignature:
+        return Reason::kBadSignature;
+    }
+    if (notice->manifest_signature.empty()) return Reason::kUnsignedRelease;
+    switch (trust.release_keys.VerifyRelease(notice->manifest_key_id, notice->manifest,
+                                             notice->manifest_signature)) {
+      case signing::TrustedKeys::Result::kOk:
+        break;
+      case signing::TrustedKeys::Result::kUnknownKey:
+        return Reason::kUnknownReleaseKey;
+      case signing::TrustedKeys::Result::kBadSignature:
+        return Reason::kBadReleaseSignature;
+    }
+  }
+
   if (const Json* expires = Field(doc, "expiresAt"); expires && !expires->is_null()) {
     if (!expires->is_number()) return Reason::kBadDocument;
     if (static_cast<double>(now) >= expires->get<double>()) return Reason::kExpired;
   }
+  if (*release_model != model) return Reason::kWrongModel;
+  auto parsed = fleet::Version::Parse(*version);
+  if (!parsed) return Reason::kBadVersion;
+  if (*parsed <= installed.version) return Reason::kNotNewer;
+  if (notice && notice->manifest.counter <= installed.counter) return Reason::kNotNewer;
+  if (!IsSha256(*sha256)) return Reason::kBadSha256;
   return std::nullopt;
 }
 
@@ -143,7 +177,7 @@ Tally Counters::Read() const {
 // ---- The state machine -------------------------------------------------------------------------
 
 DeviceMachine::DeviceMachine(const FleetSpec& spec, const Profile& profile, uint64_t seed,
-                             int64_t telemetry_interval_ms)
+                             int64_t telemetry_interval_ms, const Trust& trust)
     : spec_(spec),
       profile_(profile),
       seed_(seed),
@@ -153,6 +187,8 @@ DeviceMachine::DeviceMachine(const FleetSpec& spec, const Profile& profile, uint
   auto firmware = fleet::Version::Parse(spec_.firmware);
   versions_.push_back(spec_.firmware);
   parsed_versions_.push_back(firmware ? *firmware : fleet::Version());
+  version_counters_.push_back(0);
+  trust_ = trust;
 }
 
 uint32_t DeviceMachine::NoticeKey(std::string_view job_id, int64_t execution_number) {
@@ -169,7 +205,8 @@ const UpdateBehaviour& DeviceMachine::Update(int64_t index, uint16_t version) co
   return profile_.Update(Model(index), parsed_versions_[version]);
 }
 
-uint16_t DeviceMachine::InternVersion(const std::string& text, const fleet::Version& parsed) {
+uint16_t DeviceMachine::InternVersion(const std::string& text, const fleet::Version& parsed,
+                                      int64_t counter) {
   for (size_t i = 0; i < parsed_versions_.size(); ++i)
     if (versions_[i] == text) return static_cast<uint16_t>(i);
   // Versions are a handful per run; a table that fills up reuses its last slot rather than
@@ -177,6 +214,7 @@ uint16_t DeviceMachine::InternVersion(const std::string& text, const fleet::Vers
   if (versions_.size() >= std::numeric_limits<uint16_t>::max()) return 0;
   versions_.push_back(text);
   parsed_versions_.push_back(parsed);
+  version_counters_.push_back(counter);
   return static_cast<uint16_t>(versions_.size() - 1);
 }
 
@@ -450,13 +488,17 @@ void DeviceMachine::StartJob(DeviceState& d, int64_t index, const nlohmann::json
 
   static const Json kNoDocument;
   const Json* doc = Field(e, "jobDocument");
-  if (auto reason = CheckJobDocument(doc ? *doc : kNoDocument, Model(index),
-                                     parsed_versions_[d.installed], now.epoch)) {
+  if (auto reason = CheckJobDocument(
+          doc ? *doc : kNoDocument, Model(index),
+          Installed{parsed_versions_[d.installed], version_counters_[d.installed]}, now.epoch,
+          trust_)) {
     Refuse(d, index, Report::kRejected, *reason, now, out);
     return;
   }
   const std::string& version = (*doc)["release"]["version"].get_ref<const std::string&>();
-  d.target = InternVersion(version, *fleet::Version::Parse(version));
+  const Json* counter = Field((*doc)["release"], "counter");
+  d.target = InternVersion(version, *fleet::Version::Parse(version),
+                           counter && counter->is_number_integer() ? counter->get<int64_t>() : 0);
   const UpdateBehaviour& u = Update(index, d.target);
   const uint64_t job_key = JobKey(d);
   if (Rng(seed_, static_cast<uint64_t>(index), Purpose::kReject, job_key)
@@ -512,6 +554,13 @@ void DeviceMachine::FinishStep(DeviceState& d, int64_t index, const Now& now,
            d.step == Step::kDownload  ? Reason::kDownloadFailed
            : d.step == Step::kInstall ? Reason::kInstallFailed
                                       : Reason::kRebootFailed,
+           now, out);
+    return;
+  }
+  // The downloaded image is checked against the manifest before anything is installed.
+  if (d.step == Step::kDownload && u.served_image != ServedImage::kDeclared) {
+    Refuse(d, index, Report::kFailed,
+           u.served_image == ServedImage::kOversized ? Reason::kTooLarge : Reason::kSha256Mismatch,
            now, out);
     return;
   }

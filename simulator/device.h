@@ -30,6 +30,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "fleet/version.h"
+#include "signing/signing.h"
 #include "simulator/fleet_spec.h"
 #include "simulator/profile.h"
 
@@ -37,26 +38,54 @@ namespace simulator {
 
 // Why a device refused or failed a job: the "reason" in its statusDetails.
 enum class Reason : uint8_t {
-  kBadOperation,    // "bad-operation": operation is not "firmware.update"
-  kBadDocument,     // "bad-document": release fields missing or of the wrong type
-  kWrongModel,      // "wrong-model": release.model is not the device's model
-  kBadVersion,      // "bad-version": release.version is not a semantic version
-  kNotNewer,        // "not-newer": not newer than the installed firmware (no downgrades)
-  kBadSha256,       // "bad-sha256": not 64 lowercase hex characters
-  kExpired,         // "expired": expiresAt has passed
-  kDeclined,        // "declined": the profile's rejectProbability
-  kDownloadFailed,  // "download-failed"
-  kInstallFailed,   // "install-failed"
-  kRebootFailed,    // "reboot-failed": the new firmware did not boot; the old one runs again
+  kBadOperation,         // "bad-operation": operation is not "firmware.update"
+  kBadDocument,          // "bad-document": release fields missing or of the wrong type
+  kWrongModel,           // "wrong-model": release.model is not the device's model
+  kBadVersion,           // "bad-version": release.version is not a semantic version
+  kNotNewer,             // "not-newer": not newer than the installed firmware (no downgrades)
+  kBadSha256,            // "bad-sha256": not 64 lowercase hex characters
+  kExpired,              // "expired": expiresAt has passed
+  kDeclined,             // "declined": the profile's rejectProbability
+  kDownloadFailed,       // "download-failed"
+  kInstallFailed,        // "install-failed"
+  kRebootFailed,         // "reboot-failed": the new firmware did not boot; the old one runs again
+  kUnsigned,             // "unsigned": the notice has no signature (the device trusts keys)
+  kUnknownKey,           // "unknown-key": signed by a notice key the device does not trust
+  kBadSignature,         // "bad-signature": the notice signature does not verify
+  kUnsignedRelease,      // "unsigned-release": the manifest has no release signature
+  kUnknownReleaseKey,    // "unknown-release-key": signed by a release key it does not trust
+  kBadReleaseSignature,  // "bad-release-signature": the release signature does not verify
+  kTooLarge,             // "too-large": the download ran past the declared size
+  kSha256Mismatch,       // "sha256-mismatch": the downloaded image's SHA-256 is not the declared
 };
-inline constexpr int kReasonCount = 11;
+inline constexpr int kReasonCount = 19;
 std::string_view ToString(Reason reason);
 
+// The keys a device trusts (signing/signing.h): release keys vouch for images, notice keys for
+// notices; never one for the other. Both empty: the device checks no signature (a fleet that does
+// not sign). Otherwise both signatures are required.
+struct Trust {
+  signing::TrustedKeys release_keys;
+  signing::TrustedKeys notice_keys;
+  bool enabled() const { return release_keys.size() + notice_keys.size() > 0; }
+};
+
+// What a device runs: its version, and the counter of the signed manifest that brought it (0 for
+// the firmware it shipped with).
+struct Installed {
+  fleet::Version version;
+  int64_t counter = 0;
+};
+
 // The checks a device makes on a job document before installing anything; nullopt when it may
-// go ahead. `now` is epoch seconds. A missing or null expiresAt never expires. Signatures are
-// not checked yet (issue 7).
+// go ahead. `now` is epoch seconds. In this order: the operation and fields; with trust enabled,
+// the notice signature (with the notice keys) and the manifest's (with the release keys), so that
+// nothing unauthenticated is acted on; expiry (a missing or null expiresAt never expires); model;
+// version newer than the installed one and, with trust enabled, a counter above its counter
+// (anti-rollback); a well-formed sha256.
 std::optional<Reason> CheckJobDocument(const nlohmann::json& doc, std::string_view model,
-                                       const fleet::Version& installed, int64_t now);
+                                       const Installed& installed, int64_t now,
+                                       const Trust& trust = {});
 
 // ---- Thing names ------------------------------------------------------------------------------
 
@@ -183,7 +212,7 @@ class DeviceMachine {
  public:
   // REQUIRES: spec.firmware is a semantic version; telemetry_interval_ms >= 0 (0: none).
   DeviceMachine(const FleetSpec& spec, const Profile& profile, uint64_t seed,
-                int64_t telemetry_interval_ms);
+                int64_t telemetry_interval_ms, const Trust& trust = {});
 
   // Device `index` starts: offline for good, or asleep until it joins (now, or later when it
   // is a late joiner). Publishes nothing.
@@ -210,7 +239,7 @@ class DeviceMachine {
  private:
   const std::string& Model(int64_t index) const;
   const UpdateBehaviour& Update(int64_t index, uint16_t version) const;
-  uint16_t InternVersion(const std::string& text, const fleet::Version& parsed);
+  uint16_t InternVersion(const std::string& text, const fleet::Version& parsed, int64_t counter);
   uint32_t InternJob(const std::string& job_id);
   uint64_t JobKey(const DeviceState& d) const;
   int64_t Timeout(const DeviceState& d, int64_t index) const;
@@ -239,6 +268,8 @@ class DeviceMachine {
   std::vector<const DeviceBehaviour*> model_devices_;  // by model index
   std::vector<std::string> versions_;                  // [0] = spec.firmware
   std::vector<fleet::Version> parsed_versions_;
+  std::vector<int64_t> version_counters_;  // the counter of the manifest that brought each version
+  Trust trust_;
   std::vector<std::string> jobs_;
   std::unordered_map<std::string, uint32_t> job_index_;
   Counters counters_;

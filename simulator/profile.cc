@@ -83,6 +83,23 @@ class Reader {
     return true;
   }
 
+  bool GetServedImage(const Json& object, const std::string& path, ServedImage* out) {
+    auto it = object.find("servedImage");
+    if (it == object.end()) return true;
+    static constexpr std::pair<const char*, ServedImage> kNames[] = {
+        {"declared", ServedImage::kDeclared},
+        {"oversized", ServedImage::kOversized},
+        {"corrupt", ServedImage::kCorrupt}};
+    if (it->is_string())
+      for (auto [name, value] : kNames)
+        if (*it == name) {
+          *out = value;
+          return true;
+        }
+    return Fail(Path(path, "servedImage") +
+                " must be \"declared\", \"oversized\" or \"corrupt\", got " + it->dump());
+  }
+
   // Seconds: a number (fixed) or {"min", "max"} (uniform).
   bool GetDistribution(const Json& object, const std::string& path, const char* key,
                        Distribution* out) {
@@ -125,11 +142,12 @@ class Reader {
     return ExpectObject(u, p) &&
            OnlyKeys(u, p,
                     {"rejectProbability", "silentFraction", "crashRateMultiplier", "reportSteps",
-                     "download", "install", "reboot"}) &&
+                     "servedImage", "download", "install", "reboot"}) &&
            GetProbability(u, p, "rejectProbability", &out->reject_probability) &&
            GetProbability(u, p, "silentFraction", &out->silent_fraction) &&
            GetNumber(u, p, "crashRateMultiplier", 0, 1e6, false, &out->crash_rate_multiplier) &&
            GetBool(u, p, "reportSteps", &out->report_steps) &&
+           GetServedImage(u, p, &out->served_image) &&
            ReadStep(u, p, "download", &out->download) && ReadStep(u, p, "install", &out->install) &&
            ReadStep(u, p, "reboot", &out->reboot);
   }

@@ -61,11 +61,17 @@ struct StepBehaviour {
   friend bool operator==(const StepBehaviour&, const StepBehaviour&) = default;
 };
 
+// What the download server hands a device for a release: the image the manifest declares, one
+// larger than its declared size (a device stops reading at the size: "too-large"), or one of the
+// right size with other bytes ("sha256-mismatch"). Tampered mirrors and endless-data attacks.
+enum class ServedImage : uint8_t { kDeclared, kOversized, kCorrupt };
+
 struct UpdateBehaviour {
   double reject_probability = 0;     // "rejectProbability"
   double silent_fraction = 0;        // "silentFraction"
   double crash_rate_multiplier = 1;  // "crashRateMultiplier"
   bool report_steps = true;          // "reportSteps"
+  ServedImage served_image = ServedImage::kDeclared;  // "servedImage"
   StepBehaviour download{{1, 5}, 0};
   StepBehaviour install{{2, 4}, 0};
   StepBehaviour reboot{{1, 3}, 0};

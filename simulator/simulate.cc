@@ -106,7 +106,8 @@ class Simulator::Connection {
         count_(o.connections),
         start_(start),
         machine_(o.fleet, o.profile, o.seed,
-                 static_cast<int64_t>(std::llround(o.telemetry_interval_seconds * 1000))) {
+                 static_cast<int64_t>(std::llround(o.telemetry_interval_seconds * 1000)),
+                 o.trust) {
     std::string error;
     endpoint_ = *ParseUri(o.mqtt_uri, &error);
     client_id_ =

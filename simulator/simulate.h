@@ -43,6 +43,7 @@ struct SimulateOptions {
   double telemetry_interval_seconds = 30;  // 0: no telemetry
   int max_inflight = 1000;                 // per connection: publishes awaiting PUBACK or the wire
   std::string client_id_prefix;            // default "<id prefix>-sim-<pid>"; "-<n>" appended
+  Trust trust;  // the keys every device trusts; none: devices check no signature
 };
 
 // The first problem with `options` (a bad URI, root, count), naming the setting; nullopt if none.

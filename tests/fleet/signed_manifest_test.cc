@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 namespace fleet {
 namespace {
@@ -295,6 +296,99 @@ TEST(SignedManifest, CheckManifest) {
   m = Sample();
   m.size = -1;
   EXPECT_TRUE(CheckManifest(m));
+}
+
+// ---- In the job document
+
+const std::string kKeyId = "0123456789abcdef";
+const std::string kValue = std::string(86, 'A') + "==";
+
+nlohmann::json SignedDocument() {
+  return {{"operation", "firmware.update"},
+          {"release",
+           {{"model", "arm-v2"},
+            {"version", "1.5.0"},
+            {"counter", 15},
+            {"url", "https://fw.example/a.bin"},
+            {"sha256", std::string(64, 'a')},
+            {"size", 1048576}}},
+          {"releaseSignature", {{"alg", "ed25519"}, {"keyId", kKeyId}, {"value", kValue}}},
+          {"rollout", {{"id", "arm-v2-1.5.0-c7"}, {"wave", 2}}},
+          {"issuedAt", 1795600000},
+          {"expiresAt", 1795686400},
+          {"signature", {{"alg", "ed25519"}, {"keyId", "fedcba9876543210"}, {"value", kValue}}}};
+}
+
+TEST(NoticeFromDocument, ReadsEverySignedField) {
+  std::string error;
+  auto n = NoticeFromDocument(SignedDocument(), &error);
+  ASSERT_TRUE(n) << error;
+  EXPECT_EQ(n->manifest.model, "arm-v2");
+  EXPECT_EQ(n->manifest.version, "1.5.0");
+  EXPECT_EQ(n->manifest.counter, 15);
+  EXPECT_EQ(n->manifest.url, "https://fw.example/a.bin");
+  EXPECT_EQ(n->manifest.sha256, std::string(64, 'a'));
+  EXPECT_EQ(n->manifest.size, 1048576);
+  EXPECT_EQ(n->manifest_key_id, kKeyId);
+  EXPECT_EQ(n->manifest_signature, kValue);
+  EXPECT_EQ(n->rollout_id, "arm-v2-1.5.0-c7");
+  EXPECT_EQ(n->wave, 2);
+  EXPECT_EQ(n->issued_at, 1795600000);
+  EXPECT_EQ(n->expires_at, 1795686400);
+  EXPECT_EQ(n->key_id, "fedcba9876543210");
+
+  nlohmann::json unsigned_doc = SignedDocument();
+  unsigned_doc.erase("signature");
+  unsigned_doc.erase("releaseSignature");
+  n = NoticeFromDocument(unsigned_doc, &error);
+  ASSERT_TRUE(n) << error;
+  EXPECT_EQ(n->key_id, "");
+  EXPECT_EQ(n->manifest_signature, "");
+}
+
+TEST(NoticeFromDocument, EachMissingOrMistypedFieldIsNamed) {
+  std::vector<std::pair<std::function<void(nlohmann::json&)>, std::string>> cases = {
+      {[](auto& d) { d.erase("release"); }, "release must be an object"},
+      {[](auto& d) { d["release"].erase("model"); }, "release.model must be a string"},
+      {[](auto& d) { d["release"]["url"] = 1; }, "release.url must be a string"},
+      {[](auto& d) { d["release"].erase("counter"); }, "release.counter must be an integer"},
+      {[](auto& d) { d["release"]["size"] = "1"; }, "release.size must be an integer"},
+      {[](auto& d) { d["release"]["size"] = 1.5; }, "release.size must be an integer"},
+      {[](auto& d) { d["rollout"].erase("wave"); }, "rollout must be an object with"},
+      {[](auto& d) { d.erase("rollout"); }, "rollout must be an object with"},
+      {[](auto& d) { d.erase("expiresAt"); }, "expiresAt must be an integer"},
+      {[](auto& d) { d["issuedAt"] = nullptr; }, "issuedAt must be an integer"},
+      {[](auto& d) { d["signature"] = "sig"; }, "signature must be an object"},
+      {[](auto& d) { d["signature"]["alg"] = "rsa"; }, "signature.alg must be \"ed25519\""},
+      {[](auto& d) { d["releaseSignature"]["keyId"] = "ABC"; },
+       "releaseSignature.keyId must be 16 lowercase hex characters"},
+      {[](auto& d) { d["releaseSignature"]["value"] = "abc"; },
+       "releaseSignature.value must be a base64 Ed25519 signature"},
+  };
+  for (auto& [change, expected] : cases) {
+    nlohmann::json doc = SignedDocument();
+    change(doc);
+    std::string error;
+    EXPECT_FALSE(NoticeFromDocument(doc, &error)) << doc.dump();
+    EXPECT_NE(error.find(expected), std::string::npos) << error << " / " << expected;
+  }
+  std::string error;
+  EXPECT_FALSE(NoticeFromDocument(nlohmann::json::array(), &error));
+  EXPECT_EQ(error, "the job document must be a JSON object");
+}
+
+TEST(SignatureText, RoundTripsAndNamesWhatIsWrong) {
+  const Signature s{kKeyId, kValue};
+  std::string error;
+  EXPECT_EQ(ParseSignature(ToText(s), &error), s);
+  EXPECT_EQ(ToJson(s), (nlohmann::json{{"alg", "ed25519"}, {"keyId", kKeyId}, {"value", kValue}}));
+  EXPECT_FALSE(ParseSignature(kValue, &error));
+  EXPECT_NE(error.find("KEYID:VALUE"), std::string::npos);
+  EXPECT_FALSE(ParseSignature("0123:" + kValue, &error));
+  EXPECT_NE(error.find("key id"), std::string::npos);
+  EXPECT_FALSE(ParseSignature(kKeyId + ":" + kValue.substr(1), &error));
+  EXPECT_NE(error.find("value"), std::string::npos);
+  EXPECT_FALSE(ParseSignature(kKeyId + ":" + std::string(86, '-') + "==", &error));
 }
 
 }  // namespace

@@ -1,11 +1,15 @@
 #include "simulator/device.h"
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "fleet/signed_manifest.h"
+#include "signing/signing.h"
 
 namespace simulator {
 namespace {
@@ -34,7 +38,7 @@ Json Document(const std::string& model = "m1", const std::string& version = "2.0
 
 std::optional<Reason> Check(const Json& doc, const char* installed = "1.0.0",
                             int64_t now = kEpoch) {
-  return CheckJobDocument(doc, "m1", V(installed), now);
+  return CheckJobDocument(doc, "m1", Installed{V(installed)}, now);
 }
 
 TEST(CheckJobDocument, AcceptsAGoodDocument) {
@@ -150,6 +154,162 @@ TEST(InboundTopics, OnlyTheDevicesOwnAnswersAndNotices) {
   EXPECT_EQ(kind("other/sim-m1-0000001/jobs/notify-next"), std::nullopt);
 }
 
+// ---- CheckJobDocument with trusted keys: every signature refusal
+// --------------------------------------------------------------
+
+// A release key, a notice key and a device trusting both; documents signed as the controller
+// signs them (fleet::NoticeFromDocument, then signing::SignNotice).
+struct Signed {
+  signing::KeyPair release = signing::GenerateKeyPair();
+  signing::KeyPair notice = signing::GenerateKeyPair();
+  Trust trust;
+  Signed() {
+    trust.release_keys.Add(release.public_key);
+    trust.notice_keys.Add(notice.public_key);
+  }
+
+  // `doc` with its manifest signed by `release_key` and the notice by `notice_key`.
+  static Json Sign(Json doc, const signing::SecretKey& release_key,
+                   const signing::SecretKey& notice_key) {
+    std::string error;
+    auto n = fleet::NoticeFromDocument(doc, &error);
+    EXPECT_TRUE(n) << error;
+    doc["releaseSignature"] = fleet::ToJson(
+        {release_key.KeyId(), signing::SignRelease(release_key, n->manifest)});
+    n = fleet::NoticeFromDocument(doc, &error);
+    n->key_id = notice_key.KeyId();
+    doc["signature"] = fleet::ToJson({notice_key.KeyId(), signing::SignNotice(notice_key, *n)});
+    return doc;
+  }
+  Json Sign(Json doc) const { return Sign(std::move(doc), release.secret_key, notice.secret_key); }
+
+  std::optional<Reason> Check(const Json& doc, int64_t installed_counter = 0,
+                              int64_t now = kEpoch) const {
+    return CheckJobDocument(doc, "m1", Installed{V("1.0.0"), installed_counter}, now, trust);
+  }
+};
+
+Json CountedDocument(int64_t counter = 5, const std::string& version = "2.0.0") {
+  Json doc = Document("m1", version);
+  doc["release"]["counter"] = counter;
+  return doc;
+}
+
+TEST(CheckSignedDocument, AcceptsADocumentSignedByTrustedKeys) {
+  Signed s;
+  EXPECT_EQ(s.Check(s.Sign(CountedDocument())), std::nullopt);
+  // Fields outside the notice may change (AWS adds none today, but a device must not care).
+  Json doc = s.Sign(CountedDocument());
+  doc["comment"] = "not signed, not read";
+  EXPECT_EQ(s.Check(doc), std::nullopt);
+}
+
+TEST(CheckSignedDocument, EachSignatureRefusalHasItsReason) {
+  Signed s;
+  Json doc = s.Sign(CountedDocument());
+
+  Json unsigned_doc = doc;
+  unsigned_doc.erase("signature");
+  EXPECT_EQ(s.Check(unsigned_doc), Reason::kUnsigned);
+  EXPECT_EQ(s.Check(CountedDocument()), Reason::kUnsigned);
+
+  Json malformed = doc;
+  malformed["signature"]["value"] = "not base64";
+  EXPECT_EQ(s.Check(malformed), Reason::kBadSignature);
+  malformed = doc;
+  malformed["signature"]["alg"] = "rsa";
+  EXPECT_EQ(s.Check(malformed), Reason::kBadSignature);
+
+  // Any signed field changed after signing: the notice signature no longer verifies.
+  for (auto change : std::vector<std::function<void(Json&)>>{
+           [](Json& d) { d["release"]["url"] = "https://evil.example/fw.bin"; },
+           [](Json& d) { d["release"]["sha256"] = std::string(64, 'b'); },
+           [](Json& d) { d["release"]["size"] = 999999; },
+           [](Json& d) { d["expiresAt"] = kEpoch + 999999; },
+           [](Json& d) { d["rollout"]["wave"] = 3; }}) {
+    Json tampered = doc;
+    change(tampered);
+    EXPECT_EQ(s.Check(tampered), Reason::kBadSignature) << tampered.dump();
+  }
+
+  // A notice key the device does not trust.
+  signing::KeyPair stranger = signing::GenerateKeyPair();
+  EXPECT_EQ(s.Check(Signed::Sign(CountedDocument(), s.release.secret_key, stranger.secret_key)),
+            Reason::kUnknownKey);
+
+  // The manifest: unsigned, by an unknown release key, or a signature that does not verify.
+  Json no_release = CountedDocument();
+  {
+    std::string error;
+    auto n = fleet::NoticeFromDocument(no_release, &error);
+    n->key_id = s.notice.secret_key.KeyId();
+    no_release["signature"] = fleet::ToJson(
+        {s.notice.secret_key.KeyId(), signing::SignNotice(s.notice.secret_key, *n)});
+  }
+  EXPECT_EQ(s.Check(no_release), Reason::kUnsignedRelease);
+  EXPECT_EQ(s.Check(Signed::Sign(CountedDocument(), stranger.secret_key, s.notice.secret_key)),
+            Reason::kUnknownReleaseKey);
+  // The controller's own key is not a release key: a compromised controller that signs a
+  // manifest with the key it holds is refused.
+  EXPECT_EQ(
+      s.Check(Signed::Sign(CountedDocument(), s.notice.secret_key, s.notice.secret_key)),
+      Reason::kUnknownReleaseKey);
+  // A release signature of another manifest, re-signed into a valid notice by the controller.
+  Json swapped = CountedDocument(5, "3.0.0");
+  swapped["releaseSignature"] = doc["releaseSignature"];
+  {
+    std::string error;
+    auto n = fleet::NoticeFromDocument(swapped, &error);
+    n->key_id = s.notice.secret_key.KeyId();
+    swapped["signature"] = fleet::ToJson(
+        {s.notice.secret_key.KeyId(), signing::SignNotice(s.notice.secret_key, *n)});
+  }
+  EXPECT_EQ(s.Check(swapped), Reason::kBadReleaseSignature);
+
+  // Signed and trusted, but expired, or not above the installed counter (anti-rollback).
+  EXPECT_EQ(s.Check(doc, 0, kEpoch + 3600), Reason::kExpired);
+  EXPECT_EQ(s.Check(doc, 5), Reason::kNotNewer);
+  EXPECT_EQ(s.Check(doc, 6), Reason::kNotNewer);
+  EXPECT_EQ(s.Check(doc, 4), std::nullopt);
+  // A newer version text does not make an old counter newer.
+  EXPECT_EQ(s.Check(s.Sign(CountedDocument(3, "9.0.0")), 4), Reason::kNotNewer);
+  // A missing counter is a malformed notice.
+  Json no_counter = doc;
+  no_counter["release"].erase("counter");
+  EXPECT_EQ(s.Check(no_counter), Reason::kBadDocument);
+}
+
+TEST(CheckSignedDocument, RotationTrustsOldAndNewKeysUntilTheOldIsRemoved) {
+  Signed s;
+  signing::KeyPair next = signing::GenerateKeyPair();
+  Json by_old = s.Sign(CountedDocument());
+  Json by_new = Signed::Sign(CountedDocument(), s.release.secret_key, next.secret_key);
+  EXPECT_EQ(s.Check(by_new), Reason::kUnknownKey);
+  s.trust.notice_keys.Add(next.public_key);
+  EXPECT_EQ(s.Check(by_old), std::nullopt);
+  EXPECT_EQ(s.Check(by_new), std::nullopt);
+  s.trust.notice_keys.Remove(s.notice.public_key.KeyId());
+  EXPECT_EQ(s.Check(by_old), Reason::kUnknownKey);
+  EXPECT_EQ(s.Check(by_new), std::nullopt);
+}
+
+TEST(CheckSignedDocument, WithoutTrustedKeysSignaturesAreNotChecked) {
+  Json doc = CountedDocument();
+  doc["signature"] = {{"alg", "ed25519"}, {"keyId", "0000000000000000"}, {"value", "x"}};
+  EXPECT_EQ(CheckJobDocument(doc, "m1", Installed{V("1.0.0"), 99}, kEpoch), std::nullopt);
+}
+
+TEST(CheckJobDocument, NewReasonsAreSpelledForStatusDetails) {
+  EXPECT_EQ(ToString(Reason::kUnsigned), "unsigned");
+  EXPECT_EQ(ToString(Reason::kUnknownKey), "unknown-key");
+  EXPECT_EQ(ToString(Reason::kBadSignature), "bad-signature");
+  EXPECT_EQ(ToString(Reason::kUnsignedRelease), "unsigned-release");
+  EXPECT_EQ(ToString(Reason::kUnknownReleaseKey), "unknown-release-key");
+  EXPECT_EQ(ToString(Reason::kBadReleaseSignature), "bad-release-signature");
+  EXPECT_EQ(ToString(Reason::kTooLarge), "too-large");
+  EXPECT_EQ(ToString(Reason::kSha256Mismatch), "sha256-mismatch");
+}
+
 // ---- The state machine
 // ---------------------------------------------------------------------------
 
@@ -168,7 +328,7 @@ class DeviceTest : public ::testing::Test {
   }
 
   DeviceMachine& Machine(int64_t telemetry_ms = 0) {
-    if (!machine_) machine_.emplace(spec_, profile_, 7, telemetry_ms);
+    if (!machine_) machine_.emplace(spec_, profile_, 7, telemetry_ms, trust_);
     return *machine_;
   }
 
@@ -222,6 +382,7 @@ class DeviceTest : public ::testing::Test {
 
   FleetSpec spec_;
   Profile profile_;
+  Trust trust_;
   std::optional<DeviceMachine> machine_;
   DeviceState d_;
   std::vector<Publish> out_;
@@ -395,6 +556,62 @@ TEST_F(DeviceTest, StepFailuresReportFailedWithTheStep) {
   EXPECT_EQ(Counted(Count::kFailed), 1);
   EXPECT_EQ(Machine().counters().Read().reasons[static_cast<int>(Reason::kInstallFailed)], 1);
   EXPECT_EQ(Machine().Version(d_.installed), "1.0.0");
+}
+
+TEST_F(DeviceTest, ADownloadThatDoesNotMatchTheManifestFailsBeforeInstalling) {
+  for (auto [served, reason] : {std::pair{ServedImage::kOversized, "too-large"},
+                                std::pair{ServedImage::kCorrupt, "sha256-mismatch"}}) {
+    profile_.update.served_image = served;
+    machine_.reset();
+    d_ = DeviceState();
+    Boot();
+    Take();
+    StartNextAnswer(Document());
+    Accepted();
+    Next();  // the download ends: checked against size and sha256
+    EXPECT_THAT(Take().back(),
+                testing::HasSubstr(std::string(R"({"status":"FAILED","statusDetails":{"reason":")") +
+                                   reason + "\"}"));
+    Accepted();
+    EXPECT_EQ(Machine().Version(d_.installed), "1.0.0");
+    EXPECT_EQ(d_.boots, 1);  // nothing was installed or rebooted
+  }
+}
+
+TEST_F(DeviceTest, ASignedNoticeIsInstalledAndItsCounterGuardsAgainstRollback) {
+  Signed keys;
+  trust_ = keys.trust;
+  Boot();
+  Take();
+  StartNextAnswer(keys.Sign(CountedDocument(5, "2.0.0")));
+  for (int i = 0; i < 3; ++i) {
+    Accepted();
+    Next();
+  }
+  EXPECT_THAT(Take().back(), testing::HasSubstr(R"("status":"SUCCEEDED")"));
+  Accepted();
+  EXPECT_EQ(Machine().Version(d_.installed), "2.0.0");
+  // A later version whose manifest carries an older counter (a replayed old signature) is refused.
+  Notice("fw-2", 1);
+  EXPECT_THAT(Take(), testing::ElementsAre(testing::HasSubstr("jobs/start-next")));
+  StartNextAnswer(keys.Sign(CountedDocument(4, "2.1.0")), "fw-2", 1);
+  EXPECT_THAT(Take(), testing::ElementsAre(testing::HasSubstr(R"("reason":"not-newer")")));
+  Accepted();
+  EXPECT_EQ(Machine().Version(d_.installed), "2.0.0");
+}
+
+TEST_F(DeviceTest, AnUnsignedNoticeIsRejectedWhenTheDeviceTrustsKeys) {
+  trust_ = Signed().trust;
+  Boot();
+  Take();
+  StartNextAnswer(CountedDocument());
+  EXPECT_THAT(
+      Take(),
+      testing::ElementsAre(
+          R"(jobs/fw-1/update {"status":"REJECTED","statusDetails":{"reason":"unsigned"},"clientToken":"2"})"));
+  Accepted();
+  EXPECT_EQ(Machine().Version(d_.installed), "1.0.0");
+  EXPECT_EQ(Machine().counters().Read().reasons[static_cast<int>(Reason::kUnsigned)], 1);
 }
 
 TEST_F(DeviceTest, AFailedRebootRollsBack) {

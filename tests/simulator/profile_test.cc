@@ -47,7 +47,7 @@ TEST(Profile, EveryFieldIsRead) {
     "devices": {"offlineFraction": 0.01, "crashesPerHour": 0.5,
                 "lateJoin": {"fraction": 0.1, "delaySeconds": {"min": 10, "max": 60}}},
     "update": {"rejectProbability": 0.02, "silentFraction": 0.03, "crashRateMultiplier": 2,
-               "reportSteps": false,
+               "reportSteps": false, "servedImage": "corrupt",
                "download": {"seconds": {"min": 1, "max": 2}, "failureProbability": 0.1},
                "install": {"seconds": 3, "failureProbability": 0.2},
                "reboot": {"seconds": 0, "failureProbability": 0.3}},
@@ -66,6 +66,7 @@ TEST(Profile, EveryFieldIsRead) {
   EXPECT_EQ(p->update.silent_fraction, 0.03);
   EXPECT_EQ(p->update.crash_rate_multiplier, 2);
   EXPECT_FALSE(p->update.report_steps);
+  EXPECT_EQ(p->update.served_image, ServedImage::kCorrupt);
   EXPECT_EQ(p->update.download, (StepBehaviour{{1, 2}, 0.1}));
   EXPECT_EQ(p->update.install, (StepBehaviour{{3, 3}, 0.2}));
   EXPECT_EQ(p->update.reboot, (StepBehaviour{{0, 0}, 0.3}));
@@ -128,6 +129,8 @@ TEST(Profile, ErrorsNameTheFieldPath) {
             "update.silentFraction must be a number, got string \"a lot\"");
   EXPECT_EQ(Error(R"({"update": {"reportSteps": 1}})"),
             "update.reportSteps must be true or false, got 1");
+  EXPECT_EQ(Error(R"({"update": {"servedImage": "evil"}})"),
+            "update.servedImage must be \"declared\", \"oversized\" or \"corrupt\", got \"evil\"");
   EXPECT_EQ(Error(R"({"update": {"crashRateMultiplier": -1}})"),
             "update.crashRateMultiplier must be in [0, 1000000], got -1");
   EXPECT_EQ(Error(R"({"devices": {"crashesPerHour": -1}})"),
