@@ -1,9 +1,11 @@
 // The `fleetwave` registry commands, run as a user runs them, against a real PostgreSQL.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -77,6 +79,8 @@ TEST_F(CliTest, EveryCommandHasHelpWithAnExample) {
                                        {"device", "list"},
                                        {"device", "show"},
                                        {"release", "add"},
+                                       {"release", "sign"},
+                                       {"keys", "generate"},
                                        {"release", "list"},
                                        {"release", "halt"},
                                        {"release", "resume"}}) {
@@ -247,6 +251,101 @@ TEST_F(CliTest, ReleaseAddRefusesEachBadValue) {
   EXPECT_EQ(txn.exec1("select count(*) from fleetwave.releases")[0].as<int>(), 0);
 }
 
+// ---- keys and signed releases (issue 7)
+
+// A fresh directory of its own under the test temp dir.
+std::string FreshDir(const std::string& name) {
+  std::string dir = ::testing::TempDir() + "/fleetwave-cli-" + name + "-" +
+                    std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+TEST_F(CliTest, KeysGenerateWritesAPrivateSecretKeyAndNeverOverwrites) {
+  const std::string dir = FreshDir("keys");
+  std::string out = Ok({"keys", "generate", "--out", dir + "/release"});
+  EXPECT_THAT(out, testing::MatchesRegex("key [0-9a-f]{16}: secret .*release.key \\(mode 0600\\), "
+                                         "public .*release.pub\n"));
+  struct stat st{};
+  ASSERT_EQ(stat((dir + "/release.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_THAT(ReadFile(dir + "/release.pub"), HasSubstr("fleetwave-ed25519-public-v1 "));
+  // The secret key is not printed.
+  const std::string secret = ReadFile(dir + "/release.key");
+  EXPECT_THAT(out, testing::Not(HasSubstr(secret.substr(secret.find(' ') + 1, 20))));
+  Usage({"keys", "generate", "--out", dir + "/release"}, {"already exists", "never overwritten"});
+  EXPECT_EQ(ReadFile(dir + "/release.key"), secret);
+  Usage({"keys", "generate", "--out", dir + "/"}, {"--out", "must name a file prefix"});
+  Usage({"keys", "generate", "--out", dir + "/no/such/dir/k"}, {"--out"});
+}
+
+TEST_F(CliTest, ReleaseSignThenAddWithTheSignatureVerified) {
+  const std::string dir = FreshDir("sign");
+  Ok({"keys", "generate", "--out", dir + "/release"});
+  Ok({"keys", "generate", "--out", dir + "/other"});
+  auto manifest = [&](std::string size) {
+    return std::vector<std::string>{"--model", "arm",    "--version", "1.5.0",  "--url",
+                                    "https://fw/a.bin", "--sha256", sha_,       "--size",
+                                    size,     "--counter", "15"};
+  };
+  auto with = [](std::vector<std::string> head, const std::vector<std::string>& tail) {
+    head.insert(head.end(), tail.begin(), tail.end());
+    return head;
+  };
+  std::string signature = Ok(with({"release", "sign", "--key", dir + "/release.key"}, manifest("1024")));
+  ASSERT_FALSE(signature.empty());
+  signature.pop_back();  // the newline
+  EXPECT_THAT(signature, testing::MatchesRegex("[0-9a-f]{16}:[A-Za-z0-9+/]{86}=="));
+
+  // Refused, and nothing registered: a manifest that differs from the signed one, another key,
+  // a malformed signature, a key file others may read, --verify-key without a signature.
+  Usage(with(with({"release", "add"}, manifest("1025")),
+             {"--signature", signature, "--verify-key", dir + "/release.pub"}),
+        {"--signature does not verify"});
+  Usage(with(with({"release", "add"}, manifest("1024")),
+             {"--signature", signature, "--verify-key", dir + "/other.pub"}),
+        {"not by", "other.pub"});
+  Usage(with(with({"release", "add"}, manifest("1024")), {"--signature", "abc"}),
+        {"--signature", "KEYID:VALUE"});
+  Usage(with(with({"release", "add"}, manifest("1024")), {"--verify-key", dir + "/release.pub"}),
+        {"--verify-key needs --signature"});
+  Usage(with(with({"release", "add"}, manifest("1024")), {"--counter", "-1"}), {"counter"});
+  chmod((dir + "/other.key").c_str(), 0640);
+  Usage(with({"release", "sign", "--key", dir + "/other.key"}, manifest("1024")),
+        {"--key", "other.key"});
+  Usage(with({"release", "sign", "--key", dir + "/none.key"}, manifest("1024")), {"--key"});
+  {
+    auto conn = database_.Connect();
+    pqxx::read_transaction txn(*conn);
+    EXPECT_EQ(txn.exec1("select count(*) from fleetwave.releases")[0].as<int>(), 0);
+  }
+
+  EXPECT_THAT(Ok(with(with({"release", "add"}, manifest("1024")),
+                      {"--signature", signature, "--verify-key", dir + "/release.pub"})),
+              HasSubstr("added release arm 1.5.0 (active, signed by key " +
+                        signature.substr(0, 16) + ")"));
+  auto json = nlohmann::json::parse(Ok({"release", "list", "--json"}));
+  ASSERT_EQ(json.size(), 1u);
+  EXPECT_EQ(json[0]["counter"], 15);
+  EXPECT_EQ(json[0]["signature"]["keyId"], signature.substr(0, 16));
+  EXPECT_EQ(json[0]["signature"]["value"], signature.substr(17));
+  EXPECT_EQ(json[0]["signature"]["alg"], "ed25519");
+}
+
+TEST_F(CliTest, SimulateTrustFlagsAreCheckedBeforeAnythingRuns) {
+  const std::string dir = FreshDir("trust");
+  Ok({"keys", "generate", "--out", dir + "/release"});
+  Usage({"simulate", "--trust-release-key", dir + "/release.pub"},
+        {"give both --trust-release-key and --trust-notice-key"});
+  Usage({"simulate", "--trust-release-key", dir + "/release.pub", "--trust-notice-key",
+         dir + "/missing.pub"},
+        {"--trust-notice-key", "missing.pub"});
+  Usage({"simulate", "--trust-release-key", dir + "/release.key", "--trust-notice-key",
+         dir + "/release.pub"},
+        {"--trust-release-key"});  // a secret key file is no public key file
+}
+
 // `fleetwave controller` checks its flags and its plan before it contacts anything. The database
 // given is unreachable: a check that let a bad value through ends in exit 1 (the unreachable
 // address), not in a controller that runs forever.
@@ -312,6 +411,21 @@ TEST_F(ControllerFlagsTest, OutOfRangeFlagsAreUsageErrors) {
 TEST_F(ControllerFlagsTest, AMalformedHttpAddressIsAUsageError) {
   Usage({"--http", "localhost"}, {"--http \"localhost\" is invalid: use HOST:PORT"});
   Usage({"--http", "127.0.0.1:99999"}, {"--http \"127.0.0.1:99999\" is invalid"});
+}
+
+TEST_F(ControllerFlagsTest, ANoticeKeyMustBeAPrivateWellFormedSecretKey) {
+  const std::string dir = FreshDir("notice");
+  ASSERT_EQ(RunProcess({FleetwaveBinary(), "keys", "generate", "--out", dir + "/notice"}).exit_code,
+            0);
+  Usage({"--notice-key", dir + "/missing.key"}, {"--notice-key", "missing.key"});
+  Usage({"--notice-key", dir + "/notice.pub"}, {"--notice-key", "notice.pub"});
+  ASSERT_EQ(chmod((dir + "/notice.key").c_str(), 0644), 0);
+  Usage({"--notice-key", dir + "/notice.key"}, {"--notice-key", "notice.key"});
+  ASSERT_EQ(chmod((dir + "/notice.key").c_str(), 0600), 0);
+  // The control: a good key gets as far as the (unreachable) database.
+  ProcessResult r = Run({"--notice-key", dir + "/notice.key"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("cannot connect to PostgreSQL"));
 }
 
 TEST_F(ControllerFlagsTest, AValidPlanGetsAsFarAsTheDatabase) {

@@ -18,6 +18,9 @@
 #include <pqxx/pqxx>
 
 #include "controller/engine.h"
+#include "controller/notice_signer.h"
+#include "fleet/signed_manifest.h"
+#include "signing/signing.h"
 #include "db/registry.h"
 #include "simulator/fleet_spec.h"
 #include "tests/support/process.h"
@@ -75,7 +78,8 @@ class SimulateTest : public ::testing::Test {
                            std::string(64, 'a'), 1000, fleet::ReleaseState::kActive});
   }
 
-  void StartEngine(const std::string& plan_json) {
+  void StartEngine(const std::string& plan_json,
+                   std::shared_ptr<const controller::NoticeSigner> signer = nullptr) {
     controller::EngineOptions e;
     std::string error;
     auto plan = fleet::ParsePlan(plan_json, &error);
@@ -89,6 +93,7 @@ class SimulateTest : public ::testing::Test {
     o.client_id = "fw-engine-" + unique_;
     o.topic_root = root_;
     o.telemetry_root = root_;
+    o.notice_signer = std::move(signer);
     engine_ = std::make_unique<controller::Engine>(e, o);
     engine_->Start();
     ASSERT_TRUE(engine_->WaitServing(20s));
@@ -111,8 +116,10 @@ class SimulateTest : public ::testing::Test {
     return o;
   }
 
-  void StartSimulator(const std::string& profile_json) {
-    simulator_ = std::make_unique<Simulator>(Options(profile_json));
+  void StartSimulator(const std::string& profile_json, const Trust& trust = {}) {
+    SimulateOptions o = Options(profile_json);
+    o.trust = trust;
+    simulator_ = std::make_unique<Simulator>(o);
     simulator_->Start();
     ASSERT_TRUE(simulator_->WaitReady(20s));
   }
@@ -261,6 +268,69 @@ TEST_F(SimulateTest, ACrashingReleaseIsAbortedByTheHealthGate) {
                       "the health gate to abort the rollout"));
   EXPECT_EQ(WaveStates("m1"), "failed canceled");
   EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.devices where firmware = '2.0.0'"), 20);
+}
+
+// Issue 7's promise end to end: the controller signs every notice with its notice key; devices
+// trust the release key and the notice keys (an old one still, mid-rotation). A release signed by
+// the release key reaches every device; one whose manifest only the controller's key signed (a
+// compromised controller) is refused by every device that hears of it, installs nowhere, and the
+// gate stops it after its first wave.
+TEST_F(SimulateTest, SignedNoticesRollOutAndAReleaseTheReleaseKeyDidNotSignIsRefused) {
+  spec_.canary_per_mille = 0;
+  signing::KeyPair release_key = signing::GenerateKeyPair();
+  signing::KeyPair notice_key = signing::GenerateKeyPair();
+  signing::KeyPair old_notice_key = signing::GenerateKeyPair();
+  {
+    auto c = database_.Connect();
+    db::Registry registry(*c);
+    std::stringstream csv;
+    WriteFleetCsv(spec_, csv);
+    ASSERT_TRUE(registry.ImportDevices(csv).ok());
+    for (const std::string& model : spec_.models) {
+      fleet::Release r{model, "2.0.0", "https://fw.example/" + model + "-2.0.0.bin",
+                       std::string(64, 'a'), 1000, fleet::ReleaseState::kActive};
+      r.counter = 7;
+      // m1: the release key signed it. m2: only the controller's notice key did.
+      const signing::SecretKey& signer =
+          model == "m1" ? release_key.secret_key : notice_key.secret_key;
+      r.signature = fleet::Signature{signer.KeyId(),
+                                     signing::SignRelease(signer, fleet::ManifestOf(r))};
+      registry.AddRelease(r);
+    }
+  }
+  StartEngine(R"({"waves": [{"percent": 10}, {"percent": 50}, {"percent": 100}],
+                  "abort": [{"failureType": "ALL", "thresholdPercent": 10, "minExecuted": 5,
+                             "action": "abort"}],
+                  "soakSeconds": 0, "cycleIntervalSeconds": 1})",
+              std::make_shared<controller::NoticeSigner>(std::move(notice_key.secret_key)));
+  Trust trust;
+  trust.release_keys.Add(release_key.public_key);
+  trust.notice_keys.Add(old_notice_key.public_key);
+  trust.notice_keys.Add(notice_key.public_key);
+  StartSimulator(kFastProfile, trust);
+
+  ASSERT_TRUE(WaitFor("select count(*) = 150 from fleetwave.devices where model = 'm1' and "
+                      "firmware = '2.0.0'",
+                      "every m1 device on the release the release key signed"));
+  ASSERT_TRUE(
+      WaitFor("select count(*) = 1 from fleetwave.rollouts r join fleetwave.releases "
+              "rel on rel.id = r.release_id where rel.model = 'm2' and r.state = 'aborted'",
+              "the m2 rollout to abort"));
+  EXPECT_EQ(WaveStates("m1"), "passed passed passed");
+  EXPECT_EQ(WaveStates("m2"), "failed canceled canceled");
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.devices where model = 'm2' and "
+                           "firmware = '1.0.0'"),
+            150);
+  // Every m2 device that heard of it refused it, saying why; none started installing.
+  EXPECT_GE(Query<int64_t>("select count(*) from fleetwave.job_executions e join "
+                           "fleetwave.devices d on d.id = e.thing_name where d.model = 'm2' and "
+                           "e.status = 'REJECTED' and "
+                           "e.status_details ->> 'reason' = 'unknown-release-key'"),
+            5);
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.job_executions e join "
+                           "fleetwave.devices d on d.id = e.thing_name where d.model = 'm2' and "
+                           "e.status not in ('REJECTED', 'CANCELED')"),
+            0);
 }
 
 TEST_F(SimulateTest, TheCommandRegistersAndPlaysTheFleet) {
