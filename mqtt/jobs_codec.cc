@@ -194,6 +194,13 @@ JobsRequestMessage ParseJobsRequest(const RequestTopic& topic, std::string topic
       if (auto e = fleet::CheckClientToken(token)) throw Invalid{JobsError::kInvalidRequest, *e};
       m.client_token = token;
     }
+    // The topic is the identity (the broker's ACL lets a device publish only under its own
+    // thing); a payload that names another thing was not sent by that thing's own code path.
+    if (auto it = body.find("thingName"); it != body.end() && it->is_string() &&
+                                          it->get_ref<const std::string&>() != topic.thing)
+      throw Invalid{JobsError::kInvalidRequest,
+                    "thingName in the payload is not the thing of the topic: a device may only "
+                    "speak for itself"};
     m.body = ReadBody(topic.kind, body);
   } catch (const Invalid& invalid) {
     m.rejection = fleet::Rejection{invalid.code, invalid.message, std::nullopt};
@@ -269,6 +276,12 @@ std::optional<Telemetry> ParseTelemetry(std::string thing, std::string_view payl
   Json body = Json::parse(payload, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded() || !body.is_object()) {
     *error = "telemetry must be a JSON object";
+    return std::nullopt;
+  }
+  if (auto it = body.find("thingName"); it != body.end() && it->is_string() &&
+                                        it->get_ref<const std::string&>() != thing) {
+    *error = "telemetry names thing " + it->dump() + " on the topic of " + thing +
+             ": a device may only report for itself";
     return std::nullopt;
   }
   Telemetry t{std::move(thing), body.dump(), std::nullopt};

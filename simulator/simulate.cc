@@ -28,19 +28,24 @@ constexpr int kIndexBits = 24;             // ... and the connection-local devic
 struct Endpoint {
   std::string host;
   int port = 1883;
+  bool tls = false;
 };
 
 std::optional<Endpoint> ParseUri(const std::string& uri, std::string* error) {
   std::string rest;
-  for (const char* scheme : {"tcp://", "mqtt://"})
-    if (uri.starts_with(scheme)) rest = uri.substr(std::string_view(scheme).size());
+  Endpoint e;
+  for (const char* scheme : {"tcp://", "mqtt://", "ssl://", "mqtts://"})
+    if (uri.starts_with(scheme)) {
+      rest = uri.substr(std::string_view(scheme).size());
+      e.tls = scheme[0] == 's' || std::string_view(scheme) == "mqtts://";
+      e.port = e.tls ? 8883 : 1883;
+    }
   if (rest.empty()) {
     *error = "broker URI \"" + uri +
-             "\" is not supported by the simulator: use tcp://HOST[:PORT] or mqtt://HOST[:PORT] "
-             "(TLS comes with issue 7)";
+             "\" is not supported by the simulator: use tcp://HOST[:PORT] or ssl://HOST[:PORT] "
+             "(mqtt:// and mqtts:// also)";
     return std::nullopt;
   }
-  Endpoint e;
   if (auto colon = rest.rfind(':'); colon != std::string::npos) {
     const std::string port = rest.substr(colon + 1);
     e.host = rest.substr(0, colon);
@@ -61,6 +66,26 @@ std::optional<Endpoint> ParseUri(const std::string& uri, std::string* error) {
   return e;
 }
 
+// The TLS settings against the URI: the same rules as mqtt::ClientOptions.
+std::optional<std::string> CheckTls(const SimulateOptions& o, const Endpoint& e) {
+  const bool any = !o.tls_ca_file.empty() || !o.tls_cert_file.empty() || !o.tls_key_file.empty();
+  if (!e.tls) {
+    if (any)
+      return "TLS files are given but the broker URI \"" + o.mqtt_uri +
+             "\" is plain TCP: use ssl://HOST:PORT";
+    return std::nullopt;
+  }
+  if (o.tls_ca_file.empty())
+    return "the broker URI \"" + o.mqtt_uri +
+           "\" is TLS: give the CA certificate that signed the broker's (--tls-ca)";
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty())
+    return "give both the client certificate and its key (--tls-cert and --tls-key), or neither";
+  for (const std::string* file : {&o.tls_ca_file, &o.tls_cert_file, &o.tls_key_file})
+    if (!file->empty() && access(file->c_str(), R_OK) != 0)
+      return "cannot read TLS file " + *file;
+  return std::nullopt;
+}
+
 bool BadRoot(const std::string& root) {
   return root.empty() || root.find_first_of("+#") != std::string::npos || root.back() == '/' ||
          root.front() == '/';
@@ -75,7 +100,9 @@ void InitLibrary() {
 
 std::optional<std::string> CheckOptions(const SimulateOptions& o) {
   std::string error;
-  if (!ParseUri(o.mqtt_uri, &error)) return error;
+  auto endpoint = ParseUri(o.mqtt_uri, &error);
+  if (!endpoint) return error;
+  if (auto problem = CheckTls(o, *endpoint)) return problem;
   if (o.fleet.devices < 1 || o.fleet.devices > 1000000)
     return "devices must be in [1, 1000000], got " + std::to_string(o.fleet.devices);
   if (o.fleet.models.empty()) return "models must name at least one model";
@@ -207,6 +234,15 @@ class Simulator::Connection {
     if (!mosq_) return false;
     mosquitto_int_option(mosq_, MOSQ_OPT_SEND_MAXIMUM, o_.max_inflight);
     mosquitto_int_option(mosq_, MOSQ_OPT_TCP_NODELAY, 1);
+    if (endpoint_.tls) {
+      auto file = [](const std::string& f) { return f.empty() ? nullptr : f.c_str(); };
+      // Verifies the broker's certificate against the CA and its name against the host.
+      if (mosquitto_tls_set(mosq_, o_.tls_ca_file.c_str(), nullptr, file(o_.tls_cert_file),
+                            file(o_.tls_key_file), nullptr) != MOSQ_ERR_SUCCESS) {
+        Drop();
+        return false;
+      }
+    }
     mosquitto_connect_callback_set(mosq_, [](mosquitto*, void* self, int rc) {
       static_cast<Connection*>(self)->OnConnect(rc);
     });

@@ -36,7 +36,13 @@ struct SimulateOptions {
   FleetSpec fleet;
   Profile profile;
   uint64_t seed = 1;
-  std::string mqtt_uri = "tcp://127.0.0.1:1883";  // tcp:// or mqtt://, host and optional port
+  // tcp:// or mqtt://, or ssl:// or mqtts:// for TLS; host and optional port
+  std::string mqtt_uri = "tcp://127.0.0.1:1883";
+  // TLS (ssl:// only): the CA that signed the broker's certificate (required), and the client
+  // certificate and key (PEM, both or neither) whose identity the broker's ACL knows.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
   int connections = 8;                            // clamped to the number of devices
   std::string topic_root = "$aws/things";
   std::string telemetry_root = "fleetwave/things";

@@ -218,5 +218,22 @@ TEST(ParseTelemetry, ObjectsOnlyAndFieldsKept) {
   EXPECT_FALSE(ParseTelemetry("t1", std::string(kMaxPayloadBytes + 1, ' '), &error));
 }
 
+// The topic is the identity: a payload that claims another thing is refused, one that names its
+// own thing (or none) is served.
+TEST(ThingIdentity, APayloadNamingAnotherThingIsRefused) {
+  std::string error;
+  EXPECT_FALSE(ParseTelemetry("t1", R"({"thingName":"t2","crashCount":0})", &error));
+  EXPECT_EQ(error,
+            "telemetry names thing \"t2\" on the topic of t1: a device may only report for itself");
+  EXPECT_TRUE(ParseTelemetry("t1", R"({"thingName":"t1","crashCount":0})", &error));
+
+  JobsRequestMessage m = Parse(kUpdate, R"({"status":"SUCCEEDED","thingName":"t2"})");
+  EXPECT_EQ(Code(m), fleet::JobsError::kInvalidRequest);
+  EXPECT_NE(m.rejection->message.find("a device may only speak for itself"), std::string::npos);
+  EXPECT_FALSE(Parse(kUpdate, R"({"status":"SUCCEEDED","thingName":"t1"})").rejection);
+  EXPECT_EQ(Code(Parse("$aws/things/t1/jobs/start-next", R"({"thingName":"t9"})")),
+            fleet::JobsError::kInvalidRequest);
+}
+
 }  // namespace
 }  // namespace mqtt
