@@ -88,22 +88,14 @@ std::string MigrationConninfo(const Globals& g, std::string* source) {
 void AddMigrate(CLI::App& app, Globals& g) {
   auto* cmd = app.add_subcommand("migrate", "Apply the pending schema migrations");
   cmd->footer(
-      "Migrations are built into the binary and forward-only; concurrent runs are safe.
-"
-      "They run as the role that owns the database and the schema, not as the application's
-"
-      "role: migrate connects with --db when given, else with FLEETWAVE_DB_OWNER when set, else
-"
-      "with FLEETWAVE_DB. Migration 0005 needs the group role fleetwave_app: it creates it when
-"
-      "the owner may create roles, otherwise a superuser runs once
-"
-      "  CREATE ROLE fleetwave_app NOLOGIN;
-"
-      "Example:
-"
-      "  FLEETWAVE_DB_OWNER=postgresql://fleetwave@127.0.0.1:5432/fleetwave fleetwave migrate
-"
+      "Migrations are built into the binary and forward-only; concurrent runs are safe.\n"
+      "They run as the role that owns the database and the schema, not as the application's\n"
+      "role: migrate connects with --db when given, else with FLEETWAVE_DB_OWNER when set, else\n"
+      "with FLEETWAVE_DB. Migration 0005 needs the group role fleetwave_app: it creates it when\n"
+      "the owner may create roles, otherwise a superuser runs once\n"
+      "  CREATE ROLE fleetwave_app NOLOGIN;\n"
+      "Example:\n"
+      "  FLEETWAVE_DB_OWNER=postgresql://fleetwave@127.0.0.1:5432/fleetwave fleetwave migrate\n"
       "  fleetwave --db postgresql://fleetwave@127.0.0.1:5432/fleetwave migrate --status");
   auto status = std::make_shared<bool>(false);
   cmd->add_flag("--status", *status, "List the migrations and whether each is applied");
