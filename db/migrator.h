@@ -56,7 +56,8 @@ class Migrator {
 
  private:
   // Applies `m` in its own transaction unless it is recorded already; true when it applied it.
-  bool ApplyOne(const Migration& m);
+  // `*in_file` is true while the file's own SQL runs.
+  bool ApplyOne(const Migration& m, bool* in_file);
 
   pqxx::connection& conn_;
   std::vector<Migration> migrations_;

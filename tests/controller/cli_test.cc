@@ -154,7 +154,7 @@ TEST_F(CliTest, MigrateAsTheApplicationRoleIsRefusedWithAHint) {
   ProcessResult r =
       RunProcess({FleetwaveBinary(), "migrate"}, {{"FLEETWAVE_DB", fresh.conninfo()}});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_THAT(r.err, HasSubstr("cannot apply 0001_init.sql as role fleetwave_controller"));
+  EXPECT_THAT(r.err, HasSubstr("cannot migrate as role fleetwave_controller"));
   EXPECT_THAT(r.err, HasSubstr("permission denied"));
   EXPECT_THAT(r.err, HasSubstr("set FLEETWAVE_DB_OWNER or --db to the owner's connection"));
 }

@@ -26,7 +26,9 @@ TEST(EmbeddedMigrations, AreNumberedInOrderWithChecksums) {
   for (size_t i = 0; i < all.size(); ++i) {
     // Strictly increasing; a gap is a number another branch has taken (0004 while 0005 was
     // written): the migrator applies whatever is missing, in order.
-    if (i > 0) EXPECT_GT(all[i].version, all[i - 1].version);
+    if (i > 0) {
+      EXPECT_GT(all[i].version, all[i - 1].version);
+    }
     EXPECT_EQ(all[i].checksum.size(), 64u);
     EXPECT_FALSE(all[i].sql.empty());
   }
