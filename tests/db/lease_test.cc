@@ -202,7 +202,7 @@ TEST_F(LeaseTest, FenceHoldsOffATakeoverUntilTheWriterCommits) {
   {
     pqxx::work txn(*owner_);
     txn.exec("create table public.fenced_writes (epoch bigint)");
-    txn.exec("grant insert on public.fenced_writes to public");
+    txn.exec("grant select, insert on public.fenced_writes to public");  // the writer is the app
     txn.commit();
   }
   auto a = Make("a"), b = Make("b");
