@@ -95,7 +95,7 @@ void AddMigrate(CLI::App& app, Globals& g) {
       "the owner may create roles, otherwise a superuser runs once\n"
       "  CREATE ROLE fleetwave_app NOLOGIN;\n"
       "Example:\n"
-      "  FLEETWAVE_DB_OWNER=postgresql://fleetwave@127.0.0.1:5432/fleetwave fleetwave migrate\n"
+      "  fleetwave migrate           # with FLEETWAVE_DB_OWNER=postgresql://fleetwave@host/db\n"
       "  fleetwave --db postgresql://fleetwave@127.0.0.1:5432/fleetwave migrate --status");
   auto status = std::make_shared<bool>(false);
   cmd->add_flag("--status", *status, "List the migrations and whether each is applied");
