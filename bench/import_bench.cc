@@ -24,6 +24,7 @@
 #include <pqxx/pqxx>
 
 #include "db/connection.h"
+#include "bench/bench_db.h"
 #include "db/migrator.h"
 #include "simulator/fleet_spec.h"
 
@@ -56,17 +57,9 @@ int main(int argc, char** argv) {
   app.add_option("--json", json_path, "Where to write the figures")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  const char* admin = std::getenv("FLEETWAVE_DB");
-  if (!admin || !*admin) {
-    std::fprintf(stderr, "FLEETWAVE_DB is not set: run bench/import, which starts a stack\n");
-    return 2;
-  }
-  const std::string name = "fleetwave_bench_import";
-  const std::string conninfo = db::RecreateDatabase(admin, name);
-  {
-    auto conn = db::Connect(conninfo);
-    db::Migrator(*conn).Apply();
-  }
+  auto scratch = bench::MakeScratchDatabase("fleetwave_bench_import", "bench/import");
+  if (!scratch) return 2;
+  const std::string conninfo = scratch->app;  // `fleetwave device import` runs as the application
 
   std::string csv = (std::filesystem::temp_directory_path() /
                      ("fleetwave-import-" + std::to_string(getpid()) + ".csv"))

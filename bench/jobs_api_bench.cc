@@ -35,6 +35,7 @@
 #include "bench/proc_stats.h"
 #include "db/connection.h"
 #include "db/jobs_store.h"
+#include "bench/bench_db.h"
 #include "db/migrator.h"
 #include "db/registry.h"
 #include "simulator/fleet_spec.h"
@@ -247,14 +248,15 @@ int main(int argc, char** argv) {
   app.add_option("--json", json_path, "Where to write the figures")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  const char* admin = std::getenv("FLEETWAVE_DB");
   const char* broker = std::getenv("FLEETWAVE_MQTT");
-  if (!admin || !broker) {
+  if (!broker) {
     std::fprintf(stderr, "FLEETWAVE_DB and FLEETWAVE_MQTT must be set: run bench/jobs_api\n");
     return 2;
   }
   const std::string name = "fleetwave_bench_jobs";
-  const std::string conninfo = db::RecreateDatabase(admin, name);
+  auto scratch = bench::MakeScratchDatabase(name, "bench/jobs_api");
+  if (!scratch) return 2;
+  const std::string conninfo = scratch->app;  // the setup and the controller: the application
 
   // The fleet, a release, a rollout, and one QUEUED execution per device.
   simulator::FleetSpec spec;
@@ -264,7 +266,6 @@ int main(int argc, char** argv) {
   std::vector<std::string> things;
   {
     auto conn = db::Connect(conninfo);
-    db::Migrator(*conn).Apply();
     std::stringstream csv;
     simulator::WriteFleetCsv(spec, csv);
     db::Registry(*conn).ImportDevices(csv);

@@ -40,6 +40,7 @@
 
 #include "controller/engine.h"
 #include "db/connection.h"
+#include "bench/bench_db.h"
 #include "db/migrator.h"
 #include "db/registry.h"
 #include "db/rollouts.h"
@@ -116,16 +117,23 @@ int main(int argc, char** argv) {
   app.add_option("--json", json_path, "Where to write the figures")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  const char* admin = std::getenv("FLEETWAVE_DB");
   const char* broker = std::getenv("FLEETWAVE_MQTT");
-  if (!admin || !*admin || !broker || !*broker) {
+  if (!broker || !*broker) {
     std::fprintf(stderr, "FLEETWAVE_DB and FLEETWAVE_MQTT must be set: run bench/plan\n");
     return 2;
   }
   const std::string name = "fleetwave_bench_plan";
-  const std::string conninfo = db::RecreateDatabase(admin, name);
-  auto conn = db::Connect(conninfo);
-  db::Migrator(*conn).Apply();
+  auto scratch = bench::MakeScratchDatabase(name, "bench/plan");
+  if (!scratch) return 2;
+  // The engine measured runs as the application; `conn` is the owner's, for the setup, the
+  // TRUNCATE between phases. VACUUM of the whole database, CHECKPOINT and auto_explain need a
+  // superuser: bench/with_stack passes the stack's own in FLEETWAVE_BENCH_SUPERUSER.
+  const std::string conninfo = scratch->app;
+  auto conn = db::Connect(scratch->owner);
+  const char* superuser_env = std::getenv("FLEETWAVE_BENCH_SUPERUSER");
+  auto superuser = db::Connect(superuser_env && *superuser_env
+                                   ? db::WithDatabase(superuser_env, name)
+                                   : scratch->owner);
 
   // ---- Setup: the fleet and one newer release per model (not timed) ----
   std::printf("bench/plan: %lld devices of %zu models, %d per mille in the canary ring\n",
@@ -149,8 +157,8 @@ int main(int argc, char** argv) {
   start = Clock::now();
   // A checkpoint before each timed part: otherwise one that the import's WAL triggers may run
   // during it, and its full-page writes double the WAL and the time (measured: 31 s vs 17 s).
-  Exec(*conn, "vacuum (analyze)");
-  Exec(*conn, "checkpoint");
+  Exec(*superuser, "vacuum (analyze)");  // the owner could not vacuum the catalogs
+  Exec(*superuser, "checkpoint");
   const double vacuum_seconds = Since(start);
   int64_t canaries = 0;
   {
@@ -165,9 +173,11 @@ int main(int argc, char** argv) {
   // ---- A. PlanCycle alone, on the fresh fleet ----
   const fleet::Plan plan;  // the default plan: waves 1% (at least 1), 10%, 50%, 100%
   std::optional<PrintNotices> notices;
+  // LOAD 'auto_explain' is a superuser's: with --explain, A runs on that connection.
+  pqxx::connection& a_conn = explain ? *superuser : *conn;
   if (explain) {
-    notices.emplace(*conn);
-    Exec(*conn,
+    notices.emplace(a_conn);
+    Exec(a_conn,
          "load 'auto_explain'; set auto_explain.log_min_duration = 0; "
          "set auto_explain.log_analyze = on; set auto_explain.log_buffers = on; "
          "set auto_explain.log_level = notice");
@@ -175,14 +185,14 @@ int main(int argc, char** argv) {
   std::vector<std::string> rollout_ids;
   start = Clock::now();
   {
-    pqxx::work txn(*conn);
+    pqxx::work txn(a_conn);
     auto cycle = db::StartCycle(txn, "bench");
     rollout_ids = db::PlanCycle(txn, *cycle, plan);
     txn.commit();
   }
   const double plan_seconds = Since(start);
   if (explain) {
-    Exec(*conn, "set auto_explain.log_min_duration = -1");
+    Exec(a_conn, "set auto_explain.log_min_duration = -1");
     notices.reset();
   }
   int64_t plan_targets = 0;
@@ -200,8 +210,8 @@ int main(int argc, char** argv) {
        "truncate fleetwave.events, fleetwave.outbox, fleetwave.job_executions, fleetwave.waves, "
        "fleetwave.rollout_order, fleetwave.approvals, fleetwave.rollouts, fleetwave.cycles, "
        "fleetwave.leases restart identity");
-  Exec(*conn, "vacuum (analyze)");
-  Exec(*conn, "checkpoint");
+  Exec(*superuser, "vacuum (analyze)");  // the owner could not vacuum the catalogs
+  Exec(*superuser, "checkpoint");
   int64_t cycle_id = 0;
   {
     pqxx::work txn(*conn);
@@ -209,8 +219,8 @@ int main(int argc, char** argv) {
     txn.commit();
   }
   if (explain) {
-    Exec(*conn, "alter database " + name +
-                    " set session_preload_libraries = 'auto_explain'; alter database " + name +
+    Exec(*superuser, "alter database " + name +
+                         " set session_preload_libraries = 'auto_explain'; alter database " + name +
                     " set auto_explain.log_min_duration = '50ms'; alter database " + name +
                     " set auto_explain.log_analyze = on");
   }
@@ -244,7 +254,7 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(poll_ms));
   }
   engine.Stop();
-  if (explain) Exec(*conn, "alter database " + name + " reset all");
+  if (explain) Exec(*superuser, "alter database " + name + " reset all");
   if (total_seconds < 0) {
     std::fprintf(stderr, "bench/plan: wave 1 not queued within %d s (%lld of %lld rollouts)\n",
                  deadline_seconds, static_cast<long long>(progress.wave1_queued),

@@ -34,6 +34,7 @@
 
 #include "bench/proc_stats.h"
 #include "db/connection.h"
+#include "bench/bench_db.h"
 #include "db/migrator.h"
 #include "db/registry.h"
 #include "mqtt/client.h"
@@ -121,13 +122,14 @@ int main(int argc, char** argv) {
   if (connections <= 0)
     connections = static_cast<int>(std::max<int64_t>(8, (devices + 12499) / 12500));
 
-  const char* admin = std::getenv("FLEETWAVE_DB");
   const char* broker = std::getenv("FLEETWAVE_MQTT");
-  if (!admin || !broker) {
+  if (!broker) {
     std::fprintf(stderr, "FLEETWAVE_DB and FLEETWAVE_MQTT must be set: run bench/rollout\n");
     return 2;
   }
-  const std::string conninfo = db::RecreateDatabase(admin, "fleetwave_bench_rollout");
+  auto scratch = bench::MakeScratchDatabase("fleetwave_bench_rollout", "bench/rollout");
+  if (!scratch) return 2;
+  const std::string conninfo = scratch->app;  // the setup and the controller: the application
   const std::filesystem::path work = std::filesystem::temp_directory_path() /
                                      ("fleetwave-bench-rollout-" + std::to_string(getpid()));
   std::filesystem::create_directories(work);
@@ -145,7 +147,6 @@ int main(int argc, char** argv) {
   spec.models = {"sensor-a"};
   spec.id_prefix = "b";
   auto conn = db::Connect(conninfo);
-  db::Migrator(*conn).Apply();
   {
     std::stringstream csv;
     simulator::WriteFleetCsv(spec, csv);

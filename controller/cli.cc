@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -70,15 +71,44 @@ Json ToJson(const db::ReleaseRecord& r) {
 
 // ---- migrate ---------------------------------------------------------------------------------
 
+// Migrations run as the schema's owner, the controller and the CLI as the application's role
+// (README "Database roles"). An explicit --db wins; otherwise FLEETWAVE_DB_OWNER, when set, is
+// preferred to FLEETWAVE_DB. CLI11 fills --db from FLEETWAVE_DB itself, so a --db that differs
+// from that variable's value is one given on the command line.
+namespace {
+std::string MigrationConninfo(const Globals& g, std::string* source) {
+  const char* app_env = std::getenv("FLEETWAVE_DB");
+  const char* owner_env = std::getenv("FLEETWAVE_DB_OWNER");
+  bool db_flag_given = !g.db.empty() && (!app_env || g.db != app_env);
+  if (!db_flag_given && owner_env && *owner_env) {
+    *source = "FLEETWAVE_DB_OWNER";
+    return owner_env;
+  }
+  *source = db_flag_given ? "--db" : "FLEETWAVE_DB";
+  return g.db;
+}
+}  // namespace
+
 void AddMigrate(CLI::App& app, Globals& g) {
   auto* cmd = app.add_subcommand("migrate", "Apply the pending schema migrations");
   cmd->footer(
       "Migrations are built into the binary and forward-only; concurrent runs are safe.\n"
-      "Example:\n  fleetwave migrate\n  fleetwave migrate --status");
+      "They run as the role that owns the database and the schema, not as the application's\n"
+      "role: migrate connects with --db when given, else with FLEETWAVE_DB_OWNER when set, else\n"
+      "with FLEETWAVE_DB. Migration 0005 needs the group role fleetwave_app: it creates it when\n"
+      "the owner may create roles, otherwise a superuser runs once\n"
+      "  CREATE ROLE fleetwave_app NOLOGIN;\n"
+      "Example:\n"
+      "  fleetwave migrate           # with FLEETWAVE_DB_OWNER=postgresql://fleetwave@host/db\n"
+      "  fleetwave --db postgresql://fleetwave@127.0.0.1:5432/fleetwave migrate --status");
   auto status = std::make_shared<bool>(false);
   cmd->add_flag("--status", *status, "List the migrations and whether each is applied");
   cmd->callback([&g, status] {
-    auto conn = OpenDatabase(g);
+    std::string source;
+    Globals owner = g;
+    owner.db = MigrationConninfo(g, &source);
+    auto conn = OpenDatabase(owner);
+    spdlog::debug("migrate: connecting to {} (from {})", db::DescribeTarget(owner.db), source);
     db::Migrator migrator(*conn);
     if (*status) {
       std::printf("%-7s %-32s %-8s %s\n", "VERSION", "NAME", "STATE", "APPLIED_AT");

@@ -56,25 +56,48 @@ Migrator::Migrator(pqxx::connection& conn, std::vector<Migration> migrations)
 std::vector<std::string> Migrator::Apply() {
   std::vector<std::string> done;
   for (const Migration& m : migrations_) {
-    pqxx::work txn(conn_);
-    txn.exec_params("select pg_advisory_xact_lock($1)", kMigrationLock);
-    txn.exec("create schema if not exists fleetwave");
-    txn.exec(
-        "create table if not exists fleetwave.schema_migrations ("
-        "  version integer primary key, name text not null, checksum text not null,"
-        "  applied_at timestamptz not null default now())");
-    // Read under the lock: another migrator may have applied some meanwhile.
-    std::map<int, Applied> applied = ReadApplied(txn);
-    CheckHistory(applied, migrations_);
-    if (applied.count(m.version)) continue;  // the transaction rolls back: nothing to keep
-    txn.exec(m.sql);
-    txn.exec_params(
-        "insert into fleetwave.schema_migrations (version, name, checksum) values ($1, $2, $3)",
-        m.version, m.name, m.checksum);
-    txn.commit();
-    done.push_back(m.name);
+    bool in_file = false;  // refused by the file's SQL, not by the migrator's own bookkeeping
+    try {
+      if (ApplyOne(m, &in_file)) done.push_back(m.name);
+    } catch (const pqxx::insufficient_privilege& e) {
+      std::string why = e.what();
+      while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+      std::string message = (in_file ? "cannot apply " + m.name : std::string("cannot migrate")) +
+                            " as role " + conn_.username() + ": " + why;
+      // 0005's own message already says what to do; a plain "permission denied" is a role
+      // that does not own the schema, typically the application's.
+      if (why.find("permission denied") != std::string::npos) {
+        message +=
+            " (migrations run as the role that owns the database and the schema fleetwave, not "
+            "as the application's role: set FLEETWAVE_DB_OWNER or --db to the owner's "
+            "connection)";
+      }
+      throw MigrationNotPermitted(message);
+    }
   }
   return done;
+}
+
+bool Migrator::ApplyOne(const Migration& m, bool* in_file) {
+  pqxx::work txn(conn_);
+  txn.exec_params("select pg_advisory_xact_lock($1)", kMigrationLock);
+  txn.exec("create schema if not exists fleetwave");
+  txn.exec(
+      "create table if not exists fleetwave.schema_migrations ("
+      "  version integer primary key, name text not null, checksum text not null,"
+      "  applied_at timestamptz not null default now())");
+  // Read under the lock: another migrator may have applied some meanwhile.
+  std::map<int, Applied> applied = ReadApplied(txn);
+  CheckHistory(applied, migrations_);
+  if (applied.count(m.version)) return false;  // the transaction rolls back: nothing to keep
+  *in_file = true;
+  txn.exec(m.sql);
+  *in_file = false;
+  txn.exec_params(
+      "insert into fleetwave.schema_migrations (version, name, checksum) values ($1, $2, $3)",
+      m.version, m.name, m.checksum);
+  txn.commit();
+  return true;
 }
 
 std::vector<MigrationStatus> Migrator::Status() {

@@ -28,6 +28,13 @@ struct MigrationMismatch : Error {
   using Error::Error;
 };
 
+// The connected role may not do what a migration needs (it is not the schema's owner, or
+// migration 0005 cannot create the group role fleetwave_app). Nothing of that migration is
+// applied; the message says which role to use or what a superuser must run.
+struct MigrationNotPermitted : Error {
+  using Error::Error;
+};
+
 struct MigrationStatus {
   Migration migration;
   std::optional<std::string> applied_at;  // nullopt while pending
@@ -41,12 +48,17 @@ class Migrator {
 
   // Applies every pending migration and returns their names (empty when up to date). Safe when
   // several processes run it at once: each step holds a transaction-level advisory lock.
-  // Throws MigrationMismatch before applying anything when the recorded history disagrees.
+  // Throws MigrationMismatch before applying anything when the recorded history disagrees, and
+  // MigrationNotPermitted when the role lacks a right (migrations run as the schema's owner).
   std::vector<std::string> Apply();
 
   std::vector<MigrationStatus> Status();
 
  private:
+  // Applies `m` in its own transaction unless it is recorded already; true when it applied it.
+  // `*in_file` is true while the file's own SQL runs.
+  bool ApplyOne(const Migration& m, bool* in_file);
+
   pqxx::connection& conn_;
   std::vector<Migration> migrations_;
 };

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -44,7 +45,12 @@ class CliTest : public ::testing::Test {
 
   ProcessResult Run(std::vector<std::string> args, const std::string& input = "") {
     args.insert(args.begin(), FleetwaveBinary());
-    return RunProcess(args, {{"FLEETWAVE_DB", database_.conninfo()}}, input);
+    // As `eval "$(scripts/stack env)"` sets them: the application's role, and the owner's for
+    // `fleetwave migrate`.
+    return RunProcess(args,
+                      {{"FLEETWAVE_DB", database_.conninfo()},
+                       {"FLEETWAVE_DB_OWNER", database_.owner_conninfo()}},
+                      input);
   }
   // Runs and expects success, returning stdout.
   std::string Ok(const std::vector<std::string>& args, const std::string& input = "") {
@@ -111,18 +117,55 @@ TEST_F(CliTest, MigrateIsIdempotentAndShowsStatus) {
 
 TEST_F(CliTest, MigrateOnAFreshDatabaseAppliesEverything) {
   TestDatabase fresh(/*migrate=*/false);
-  ProcessResult r =
-      RunProcess({FleetwaveBinary(), "migrate"}, {{"FLEETWAVE_DB", fresh.conninfo()}});
+  const std::map<std::string, std::string> env = {{"FLEETWAVE_DB", fresh.conninfo()},
+                                                  {"FLEETWAVE_DB_OWNER", fresh.owner_conninfo()}};
+  ProcessResult r = RunProcess({FleetwaveBinary(), "migrate"}, env);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("applied 0001_init.sql"));
-  r = RunProcess({FleetwaveBinary(), "migrate", "--status"}, {{"FLEETWAVE_DB", fresh.conninfo()}});
+  EXPECT_THAT(r.out, HasSubstr("applied 0005_roles.sql"));
+  r = RunProcess({FleetwaveBinary(), "migrate", "--status"}, env);
   EXPECT_THAT(r.out, HasSubstr("applied"));
   EXPECT_THAT(r.out, testing::Not(HasSubstr("pending")));
+  // The application's role reads the status too (schema_migrations is readable), and runs the
+  // CLI on the schema the owner made.
+  r = RunProcess({FleetwaveBinary(), "migrate", "--status"}, {{"FLEETWAVE_DB", fresh.conninfo()}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, testing::Not(HasSubstr("pending")));
+  r = RunProcess({FleetwaveBinary(), "device", "add", "r1", "--model", "arm", "--firmware", "1.0.0"},
+                 {{"FLEETWAVE_DB", fresh.conninfo()}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+// An explicit --db is used as given; otherwise FLEETWAVE_DB_OWNER beats FLEETWAVE_DB.
+TEST_F(CliTest, MigrateConnectsAsTheOwner) {
+  TestDatabase fresh(/*migrate=*/false);
+  const std::string nowhere = "postgresql://fleetwave@127.0.0.1:1/nowhere";
+  ProcessResult r = RunProcess({FleetwaveBinary(), "migrate"},
+                               {{"FLEETWAVE_DB", fresh.owner_conninfo()},
+                                {"FLEETWAVE_DB_OWNER", nowhere}});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("127.0.0.1:1/nowhere")) << "FLEETWAVE_DB_OWNER comes first";
+  r = RunProcess({FleetwaveBinary(), "--db", fresh.owner_conninfo(), "migrate"},
+                 {{"FLEETWAVE_DB", nowhere}, {"FLEETWAVE_DB_OWNER", nowhere}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("applied 0001_init.sql"));
+}
+
+// The application's role may not change the schema: migrate says which role to use.
+TEST_F(CliTest, MigrateAsTheApplicationRoleIsRefusedWithAHint) {
+  TestDatabase fresh(/*migrate=*/false);
+  if (!fresh.has_app_role()) GTEST_SKIP() << "FLEETWAVE_DB_OWNER is not set: one role only";
+  ProcessResult r =
+      RunProcess({FleetwaveBinary(), "migrate"}, {{"FLEETWAVE_DB", fresh.conninfo()}});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("cannot migrate as role fleetwave_controller"));
+  EXPECT_THAT(r.err, HasSubstr("permission denied"));
+  EXPECT_THAT(r.err, HasSubstr("set FLEETWAVE_DB_OWNER or --db to the owner's connection"));
 }
 
 TEST_F(CliTest, MigrateRefusesATamperedHistory) {
   {
-    auto conn = database_.Connect();
+    auto conn = database_.ConnectOwner();
     pqxx::work txn(*conn);
     txn.exec("update fleetwave.schema_migrations set checksum = 'tampered' where version = 1");
     txn.commit();

@@ -24,7 +24,10 @@ constexpr const char* kName = "controller";
 class LeaseTest : public ::testing::Test {
  protected:
   TestDatabase database_;
+  // The application's role, as the leases: it sees their backends' wait events and may end
+  // them (same role). DDL for the test's own scaffolding goes through owner_.
   std::unique_ptr<pqxx::connection> admin_ = database_.Connect();
+  std::unique_ptr<pqxx::connection> owner_ = database_.ConnectOwner();
 
   // Each lease connection carries application_name "lease-<holder>", so the test can find its
   // backend in pg_stat_activity.
@@ -197,8 +200,9 @@ TEST_F(LeaseTest, FenceRejectsMissingLeaseOtherHolderOtherEpoch) {
 // epoch; the writer's work is committed before the new leader exists.
 TEST_F(LeaseTest, FenceHoldsOffATakeoverUntilTheWriterCommits) {
   {
-    pqxx::work txn(*admin_);
+    pqxx::work txn(*owner_);
     txn.exec("create table public.fenced_writes (epoch bigint)");
+    txn.exec("grant select, insert on public.fenced_writes to public");  // the writer is the app
     txn.commit();
   }
   auto a = Make("a"), b = Make("b");
@@ -294,16 +298,21 @@ TEST_F(LeaseTest, KilledConnectionIsRecheckedOnRenew) {
 TEST_F(LeaseTest, UnreachableDatabaseMakesLeadershipUnknownUntilRechecked) {
   auto a = Make("a");
   ASSERT_EQ(a->TryAcquire(), 1);
-  // From the server's own database: one cannot lock out the database one is connected to.
-  auto server = Connect(std::getenv("FLEETWAVE_DB"));
+  // From the server's own database: one cannot lock out the database one is connected to. The
+  // owner may change the database; ending the lease's backend takes its own role.
+  auto server = Connect(testing_support::OwnerServerConninfo());
+  std::string app = testing_support::AppServerConninfo();
+  auto server_app = Connect(app.empty() ? testing_support::OwnerServerConninfo() : app);
   auto set_connections = [&](bool allowed) {
     pqxx::nontransaction txn(*server);
     txn.exec("alter database " + txn.quote_name(admin_->dbname()) + " allow_connections " +
              (allowed ? "true" : "false"));
-    if (!allowed)
-      txn.exec_params(
+    if (!allowed) {
+      pqxx::nontransaction kill(*server_app);
+      kill.exec_params(
           "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1",
           "lease-a");
+    }
   };
   set_connections(false);
   ASSERT_TRUE(Eventually([&] { return Backends("a") == 0; }));
@@ -333,7 +342,7 @@ TEST(LeaseUnavailable, NamesTheAddressTried) {
 // connection and reports what it finds, never re-applying the change.
 TEST_F(LeaseTest, InDoubtCommitIsReadBackNotRetried) {
   {
-    pqxx::work txn(*admin_);
+    pqxx::work txn(*owner_);
     txn.exec(
         "create function public.die_at_commit() returns trigger language plpgsql as $$ "
         "begin "
@@ -348,7 +357,7 @@ TEST_F(LeaseTest, InDoubtCommitIsReadBackNotRetried) {
     txn.commit();
   }
   auto set_trigger = [&](bool enabled) {
-    pqxx::work txn(*admin_);
+    pqxx::work txn(*owner_);
     txn.exec(std::string("alter table fleetwave.leases ") + (enabled ? "enable" : "disable") +
              " trigger die_at_commit");
     txn.commit();

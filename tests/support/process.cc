@@ -25,6 +25,9 @@ BackgroundProcess::BackgroundProcess(const std::vector<std::string>& argv,
     dup2(log, 2);
     int devnull = open("/dev/null", O_RDONLY);
     dup2(devnull, 0);
+    // FLEETWAVE_DB_OWNER in the test's environment names the stack's database, not the test's:
+    // a child `fleetwave migrate` must not follow it. A test that wants one passes it in `env`.
+    unsetenv("FLEETWAVE_DB_OWNER");
     for (const auto& [key, value] : env) {
       if (value.empty())
         unsetenv(key.c_str());
@@ -75,6 +78,9 @@ ProcessResult RunProcess(const std::vector<std::string>& argv,
     dup2(out[1], 1);
     dup2(err[1], 2);
     for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]}) close(fd);
+    // FLEETWAVE_DB_OWNER in the test's environment names the stack's database, not the test's:
+    // a child `fleetwave migrate` must not follow it. A test that wants one passes it in `env`.
+    unsetenv("FLEETWAVE_DB_OWNER");
     for (const auto& [key, value] : env) {
       if (value.empty())
         unsetenv(key.c_str());

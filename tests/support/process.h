@@ -14,7 +14,8 @@ struct ProcessResult {
 };
 
 // Runs `argv` with the current environment plus `env` (an empty value unsets the variable),
-// feeding `input` on standard input.
+// feeding `input` on standard input. FLEETWAVE_DB_OWNER is not inherited (only set from `env`),
+// here and in BackgroundProcess: it names the stack's database, not the test's.
 ProcessResult RunProcess(const std::vector<std::string>& argv,
                          const std::map<std::string, std::string>& env = {},
                          const std::string& input = "");
