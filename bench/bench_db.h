@@ -14,6 +14,7 @@
 namespace bench {
 
 struct ScratchDatabase {
+  std::string admin;  // the owner's connection to its server (to drop it)
   std::string owner;  // the owner's connection to it
   std::string app;    // the application role's (the owner's when FLEETWAVE_DB_OWNER is unset)
 };
@@ -30,6 +31,7 @@ inline std::optional<ScratchDatabase> MakeScratchDatabase(const std::string& nam
   }
   const std::string admin = owner && *owner ? owner : app;
   ScratchDatabase scratch;
+  scratch.admin = admin;
   scratch.owner = db::RecreateDatabase(admin, name);
   scratch.app = owner && *owner ? db::WithDatabase(app, name) : scratch.owner;
   auto conn = db::Connect(scratch.owner);

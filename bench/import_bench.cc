@@ -119,6 +119,6 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(std::filesystem::path(json_path).parent_path());
   std::ofstream(json_path) << figures.dump(2) << "\n";
   std::printf("wrote %s\n", json_path.c_str());
-  db::DropDatabase(admin, name);
+  db::DropDatabase(scratch->admin, "fleetwave_bench_import");
   return rows == spec.devices ? 0 : 1;
 }

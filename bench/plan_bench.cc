@@ -357,6 +357,6 @@ int main(int argc, char** argv) {
   if (keep)
     std::printf("kept database %s\n", name.c_str());
   else
-    db::DropDatabase(admin, name);
+    db::DropDatabase(scratch->admin, name);
   return pass || (explain && consistent) ? 0 : 1;
 }
