@@ -256,6 +256,7 @@ std::optional<std::string> CheckAclOptions(const AclOptions& o) {
 std::optional<std::string> CheckBrokerConfig(const BrokerConfig& c) {
   if (c.port < 1 || c.port > 65535)
     return "port " + std::to_string(c.port) + " is invalid: use 1 to 65535";
+  if (!c.user.empty() && CheckIdentity(c.user)) return "user \"" + c.user + "\" is invalid";
   if (c.bind_address.empty() || c.bind_address.find_first_of(" \t") != std::string::npos ||
       HasControl(c.bind_address))
     return "bind address \"" + c.bind_address +
@@ -361,6 +362,34 @@ void IssueCertificate(const std::string& ca_key_path, const std::string& ca_cert
   }
 }
 
+std::optional<std::string> VerifyIssuedBy(const std::string& ca_cert_path,
+                                          const std::string& cert_path, CertKind kind) {
+  Cert ca = LoadCert(ca_cert_path);
+  Cert cert = LoadCert(cert_path);
+  std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free>> store(X509_STORE_new());
+  std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX, X509_STORE_CTX_free>> ctx(
+      X509_STORE_CTX_new());
+  if (!store || !ctx || X509_STORE_add_cert(store.get(), ca.get()) != 1 ||
+      X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), nullptr) != 1)
+    Fail("cannot set up certificate verification");
+  X509_STORE_CTX_set_purpose(ctx.get(), kind == CertKind::kClient ? X509_PURPOSE_SSL_CLIENT
+                                                                  : X509_PURPOSE_SSL_SERVER);
+  if (X509_verify_cert(ctx.get()) == 1) return std::nullopt;
+  ERR_clear_error();
+  return "certificate " + cert_path + " does not verify against CA " + ca_cert_path + ": " +
+         X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get()));
+}
+
+std::string CommonName(const std::string& cert_path) {
+  Cert cert = LoadCert(cert_path);
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  const int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+  if (i < 0) throw PkiError("certificate " + cert_path + " has no common name");
+  const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+  return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(data)),
+                     static_cast<size_t>(ASN1_STRING_length(data)));
+}
+
 // ---- Mosquitto -------------------------------------------------------------------------------
 
 // Mosquitto 2.0's default ACL check (verified against 2.0.11 by tests/pki/broker_test.cc):
@@ -441,6 +470,10 @@ std::string MosquittoConfText(const BrokerConfig& c) {
   line("use_identity_as_username true");
   line("allow_anonymous false");
   line("acl_file " + c.acl_file);
+  if (!c.user.empty()) {
+    line("# Started as root, Mosquitto drops to this user before it reads the files above.");
+    line("user " + c.user);
+  }
   line("");
   if (c.persistence_dir.empty()) {
     line("persistence false");

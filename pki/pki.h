@@ -75,6 +75,15 @@ void IssueCertificate(const std::string& ca_key_path, const std::string& ca_cert
                       const IssueRequest& request, const std::string& cert_path,
                       const std::string& key_path);
 
+// nullopt when the certificate at `cert_path` verifies against the CA certificate at
+// `ca_cert_path` (X509_verify_cert, for the given purpose); otherwise why not. Throws PkiError
+// when either file is not a PEM certificate.
+std::optional<std::string> VerifyIssuedBy(const std::string& ca_cert_path,
+                                          const std::string& cert_path, CertKind kind);
+
+// The subject CN of the certificate at `cert_path`. Throws PkiError when it is not one.
+std::string CommonName(const std::string& cert_path);
+
 // ---- Mosquitto ------------------------------------------------------------------------------
 
 struct AclOptions {
@@ -105,6 +114,9 @@ struct BrokerConfig {
   std::string acl_file;
   // Empty: persistence false. Otherwise persistence true with the database in this directory.
   std::string persistence_dir;
+  // Non-empty: `user` — the account Mosquitto started as root drops to before it reads the
+  // key, certificates and ACL (so they must be readable by it).
+  std::string user;
 };
 
 // nullopt when the config can be written: port 1..65535, a bind address without whitespace,
