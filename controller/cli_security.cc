@@ -50,7 +50,8 @@ void EnsureDir(const std::string& flag, const std::string& dir, bool private_dir
 
 // The CA of --ca-dir: both files must be there.
 void RequireCa(const std::string& ca_dir) {
-  if (ca_dir.empty()) throw UsageError("--ca-dir is empty: give the directory of `fleetwave ca init`");
+  if (ca_dir.empty())
+    throw UsageError("--ca-dir is empty: give the directory of `fleetwave ca init`");
   for (const char* name : {pki::kCaKeyFile, pki::kCaCertFile}) {
     if (!fs::exists(Join(ca_dir, name)))
       throw UsageError("--ca-dir " + ca_dir + " has no " + name +
@@ -99,8 +100,8 @@ bool EnsureBrokerCert(const BrokerCertFlags& f, bool reuse) {
   const bool have_cert = fs::exists(cert);
   const bool have_key = fs::exists(key);
   if (reuse && have_cert && have_key) {
-    if (auto e = pki::VerifyIssuedBy(Join(f.ca_dir, pki::kCaCertFile), cert,
-                                     pki::CertKind::kServer))
+    if (auto e =
+            pki::VerifyIssuedBy(Join(f.ca_dir, pki::kCaCertFile), cert, pki::CertKind::kServer))
       throw std::runtime_error(*e + "; move " + cert + " and " + key +
                                " away to issue a new broker certificate from this CA");
     return false;
@@ -145,7 +146,8 @@ std::optional<Account> BrokerAccount(const std::string& flag_value) {
   const passwd* pw = ::getpwnam(name.c_str());
   if (!pw) {
     if (flag_value.empty()) return std::nullopt;  // no mosquitto account: nothing to hand over
-    throw UsageError("--broker-user " + name + " is not a user on this machine: give the user "
+    throw UsageError("--broker-user " + name +
+                     " is not a user on this machine: give the user "
                      "Mosquitto runs as (its `user` setting, mosquitto by default)");
   }
   return Account{name, pw->pw_uid, pw->pw_gid};
@@ -169,7 +171,8 @@ void AddSecurity(CLI::App& app, Globals&) {
         "The CA key signs every device, controller and broker certificate: keep DIR private\n"
         "(offline if you can). The key is ECDSA P-256, never overwritten, and refused when\n"
         "group or others can read it.\n"
-        "Example:\n  fleetwave ca init --dir /etc/fleetwave/ca --name \"acme fleet CA\" --days 3650");
+        "Example:\n  fleetwave ca init --dir /etc/fleetwave/ca --name \"acme fleet CA\" --days "
+        "3650");
     auto dir = std::make_shared<std::string>();
     auto name = std::make_shared<std::string>("fleetwave fleet CA");
     auto days = std::make_shared<int>(3650);
@@ -189,9 +192,10 @@ void AddSecurity(CLI::App& app, Globals&) {
       } catch (const std::invalid_argument& e) {
         throw UsageError(std::string("--name: ") + e.what());
       }
-      std::printf("created fleet CA \"%s\" (valid %d days)\n  key:         %s (mode 0600)\n"
-                  "  certificate: %s\nnext: fleetwave device cert ID --ca-dir %s --out DIR\n",
-                  name->c_str(), *days, key.c_str(), cert.c_str(), dir->c_str());
+      std::printf(
+          "created fleet CA \"%s\" (valid %d days)\n  key:         %s (mode 0600)\n"
+          "  certificate: %s\nnext: fleetwave device cert ID --ca-dir %s --out DIR\n",
+          name->c_str(), *days, key.c_str(), cert.c_str(), dir->c_str());
     });
   }
 
@@ -230,10 +234,10 @@ void AddSecurity(CLI::App& app, Globals&) {
       const std::string cert = Join(*out, *id + ".crt");
       const std::string key = Join(*out, *id + ".key");
       Issue(*ca_dir, request, cert, key);
-      std::printf("issued client certificate for \"%s\" (valid %d days)\n  certificate: %s\n"
-                  "  key:         %s (mode 0600)\n  CA:          %s\n",
-                  id->c_str(), *days, cert.c_str(), key.c_str(),
-                  Join(*ca_dir, pki::kCaCertFile).c_str());
+      std::printf(
+          "issued client certificate for \"%s\" (valid %d days)\n  certificate: %s\n"
+          "  key:         %s (mode 0600)\n  CA:          %s\n",
+          id->c_str(), *days, cert.c_str(), key.c_str(), Join(*ca_dir, pki::kCaCertFile).c_str());
     });
   }
 
@@ -351,13 +355,13 @@ void AddSecurity(CLI::App& app, Globals&) {
       pki::WriteFileAtomically(config.acl_file, pki::AclText(f->acl), 0644);
       const std::string conf = Join(out, "mosquitto.conf");
       pki::WriteFileAtomically(conf, pki::MosquittoConfText(config), 0644);
-      std::printf("wrote %s\n  listener: %s:%d (TLS, client certificates required)\n"
-                  "  acl:      %s (controller: %s%s%s)\n  broker certificate: %s (%s)\n",
-                  conf.c_str(), f->bind.c_str(), f->port, config.acl_file.c_str(),
-                  f->acl.controller_identity.c_str(),
-                  f->acl.simulator_identity.empty() ? "" : ", simulator: ",
-                  f->acl.simulator_identity.c_str(), config.certfile.c_str(),
-                  issued ? "issued" : "kept");
+      std::printf(
+          "wrote %s\n  listener: %s:%d (TLS, client certificates required)\n"
+          "  acl:      %s (controller: %s%s%s)\n  broker certificate: %s (%s)\n",
+          conf.c_str(), f->bind.c_str(), f->port, config.acl_file.c_str(),
+          f->acl.controller_identity.c_str(),
+          f->acl.simulator_identity.empty() ? "" : ", simulator: ",
+          f->acl.simulator_identity.c_str(), config.certfile.c_str(), issued ? "issued" : "kept");
     });
   }
 }

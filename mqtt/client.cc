@@ -11,8 +11,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -77,9 +77,9 @@ bool IsTlsUri(const std::string& uri) {
 // than as a connection that never comes up.
 void ValidateTls(const ClientOptions& o) {
   const bool tls = IsTlsUri(o.server_uri);
-  for (auto [field, value] : {std::pair{"tls_ca_file", &o.tls_ca_file},
-                              std::pair{"tls_cert_file", &o.tls_cert_file},
-                              std::pair{"tls_key_file", &o.tls_key_file}}) {
+  for (auto [field, value] :
+       {std::pair{"tls_ca_file", &o.tls_ca_file}, std::pair{"tls_cert_file", &o.tls_cert_file},
+        std::pair{"tls_key_file", &o.tls_key_file}}) {
     if (value->empty()) continue;
     if (!tls)
       throw std::invalid_argument(std::string("mqtt: ") + field + " is set but server URI '" +
@@ -277,9 +277,9 @@ class Client::Impl {
   uint64_t epoch_ = 0;               // bumped on every connect; tags subscribe requests
   std::deque<Message> inbound_;
   size_t inflight_ = 0;
-  uint64_t handed_over_ = 0;  // QoS >= 1 publishes accepted by Paho
-  uint64_t completed_ = 0;    // ... of which acknowledged or failed
-  ClientStats counters_;      // received, published, publish_failures, connects
+  uint64_t handed_over_ = 0;        // QoS >= 1 publishes accepted by Paho
+  uint64_t completed_ = 0;          // ... of which acknowledged or failed
+  ClientStats counters_;            // received, published, publish_failures, connects
   std::string tls_error_;           // OpenSSL's words during the current connect attempt
   std::string last_connect_error_;  // why the latest attempt failed; empty after a success
   bool connect_error_new_ = false;  // ... and it is not reported yet (on_connect_error)

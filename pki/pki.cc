@@ -170,10 +170,9 @@ Cert NewCert(EVP_PKEY* key, const std::string& cn, int days) {
   // V_ASN1_UTF8STRING, not MBSTRING_UTF8: the latter enforces X.520's 64-character bound on a
   // common name, and device ids may be up to 128 characters. OpenSSL and Mosquitto read longer
   // ones fine (tested).
-  Check(X509_NAME_add_entry_by_NID(X509_get_subject_name(cert.get()), NID_commonName,
-                                   V_ASN1_UTF8STRING,
-                                   reinterpret_cast<const unsigned char*>(cn.data()),
-                                   static_cast<int>(cn.size()), -1, 0),
+  Check(X509_NAME_add_entry_by_NID(
+            X509_get_subject_name(cert.get()), NID_commonName, V_ASN1_UTF8STRING,
+            reinterpret_cast<const unsigned char*>(cn.data()), static_cast<int>(cn.size()), -1, 0),
         "cannot set the subject");
   return cert;
 }
@@ -323,8 +322,7 @@ void IssueCertificate(const std::string& ca_key_path, const std::string& ca_cert
     throw PkiError("certificate " + ca_cert_path + " is not a CA certificate");
   if (X509_check_private_key(ca_cert.get(), ca_key.get()) != 1) {
     ERR_clear_error();
-    throw PkiError("CA key " + ca_key_path + " does not belong to CA certificate " +
-                   ca_cert_path);
+    throw PkiError("CA key " + ca_key_path + " does not belong to CA certificate " + ca_cert_path);
   }
 
   Key key = NewKey();
@@ -372,8 +370,8 @@ std::optional<std::string> VerifyIssuedBy(const std::string& ca_cert_path,
   if (!store || !ctx || X509_STORE_add_cert(store.get(), ca.get()) != 1 ||
       X509_STORE_CTX_init(ctx.get(), store.get(), cert.get(), nullptr) != 1)
     Fail("cannot set up certificate verification");
-  X509_STORE_CTX_set_purpose(ctx.get(), kind == CertKind::kClient ? X509_PURPOSE_SSL_CLIENT
-                                                                  : X509_PURPOSE_SSL_SERVER);
+  X509_STORE_CTX_set_purpose(
+      ctx.get(), kind == CertKind::kClient ? X509_PURPOSE_SSL_CLIENT : X509_PURPOSE_SSL_SERVER);
   if (X509_verify_cert(ctx.get()) == 1) return std::nullopt;
   ERR_clear_error();
   return "certificate " + cert_path + " does not verify against CA " + ca_cert_path + ": " +

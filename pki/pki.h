@@ -59,7 +59,7 @@ enum class CertKind {
 };
 
 struct IssueRequest {
-  std::string identity;                   // subject CN; CheckIdentity for kClient
+  std::string identity;  // subject CN; CheckIdentity for kClient
   CertKind kind = CertKind::kClient;
   std::vector<std::string> server_names;  // kServer: more subjectAltNames (CheckServerName)
   int days = 825;
