@@ -460,6 +460,7 @@ int RunCli(int argc, char** argv) {
   AddRollout(app, g);
   AddSimulate(app, g);
   AddStatus(app, g);
+  AddSecurity(app, g);  // after AddDevice: it adds `device cert`
 
   try {
     app.parse(argc, argv);

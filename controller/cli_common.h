@@ -43,5 +43,6 @@ void AddWatchdog(CLI::App& app, Globals& g);    // cli_watchdog.cc
 void AddRollout(CLI::App& app, Globals& g);     // cli_rollout.cc: rollout ..., history
 void AddSimulate(CLI::App& app, Globals& g);    // cli_simulate.cc
 void AddStatus(CLI::App& app, Globals& g);      // cli_status.cc: status, watch
+void AddSecurity(CLI::App& app, Globals& g);    // cli_security.cc: ca, device cert, broker
 
 }  // namespace controller

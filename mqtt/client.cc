@@ -7,11 +7,14 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <limits>
 #include <mutex>
@@ -64,6 +67,60 @@ void ValidateServerUri(const std::string& uri) {
   }
   throw std::invalid_argument("mqtt: malformed server URI '" + uri +
                               "' (expected e.g. tcp://host:1883)");
+}
+
+bool IsTlsUri(const std::string& uri) {
+  return uri.starts_with("ssl://") || uri.starts_with("mqtts://") || uri.starts_with("wss://");
+}
+
+// TLS settings that cannot work are configuration errors: said at once, naming the field, rather
+// than as a connection that never comes up.
+void ValidateTls(const ClientOptions& o) {
+  const bool tls = IsTlsUri(o.server_uri);
+  for (auto [field, value] :
+       {std::pair{"tls_ca_file", &o.tls_ca_file}, std::pair{"tls_cert_file", &o.tls_cert_file},
+        std::pair{"tls_key_file", &o.tls_key_file}}) {
+    if (value->empty()) continue;
+    if (!tls)
+      throw std::invalid_argument(std::string("mqtt: ") + field + " is set but server URI '" +
+                                  o.server_uri +
+                                  "' is not TLS: use ssl://host:port, or leave the TLS files out");
+    if (::access(value->c_str(), R_OK) != 0)
+      throw std::invalid_argument(std::string("mqtt: ") + field + " '" + *value +
+                                  "' cannot be read: " + std::strerror(errno));
+  }
+  if (!tls) return;
+  if (o.tls_ca_file.empty())
+    throw std::invalid_argument("mqtt: server URI '" + o.server_uri +
+                                "' is TLS but tls_ca_file is empty: give the CA certificate "
+                                "that signed the broker's (e.g. the fleet CA's ca.crt)");
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty())
+    throw std::invalid_argument(std::string("mqtt: ") +
+                                (o.tls_cert_file.empty() ? "tls_cert_file" : "tls_key_file") +
+                                " is empty but the other is set: a client certificate needs "
+                                "its key, and a key its certificate");
+}
+
+// What a connect failure's return code means, in words.
+std::string DescribeConnectFailure(int rc) {
+  switch (rc) {
+    case 1:
+      return "the broker refused the connection: unacceptable protocol version (CONNACK 1)";
+    case 2:
+      return "the broker refused the connection: client id rejected (CONNACK 2)";
+    case 3:
+      return "the broker refused the connection: server unavailable (CONNACK 3)";
+    case 4:
+      return "the broker refused the connection: bad user name or password (CONNACK 4)";
+    case 5:
+      return "the broker refused the connection: not authorized (CONNACK 5)";
+    case MQTTASYNC_SSL_NOT_SUPPORTED:
+      return "this Paho library has no TLS support";
+    default:
+      return "connect failed (Paho rc " + std::to_string(rc) +
+             "): no broker answered, or the connection was closed during the TLS handshake or "
+             "before CONNACK";
+  }
 }
 
 // Return codes of MQTTAsync_sendMessage that mean "this publish can never work", as opposed to
@@ -129,6 +186,7 @@ class Client::Impl {
 
   bool WaitConnected(milliseconds timeout);
   bool connected() const;
+  std::string last_connect_error() const;
   bool Publish(const std::string& topic, const std::string& payload, int qos, milliseconds timeout);
   size_t Receive(std::vector<Message>* out, size_t max, milliseconds wait);
   bool Flush(milliseconds timeout);
@@ -159,7 +217,7 @@ class Client::Impl {
    public:
     explicit ConnectListener(Impl* impl) : impl_(impl) {}
     void on_success(const token&) override { impl_->OnConnected(); }
-    void on_failure(const token&) override { impl_->OnConnectFailed(); }
+    void on_failure(const token& t) override { impl_->OnConnectFailed(t.get_return_code()); }
 
    private:
     Impl* impl_;
@@ -188,7 +246,8 @@ class Client::Impl {
   void OnMessage(const const_message_ptr& msg);
   void OnDelivered(bool ok);
   void OnSubscribed(const token& t, bool ok);
-  void OnConnectFailed();
+  void OnConnectFailed(int rc);
+  void OnTlsError(const std::string& message);
 
   void SendSubscribe(uint64_t epoch);
   void ConnectorLoop();
@@ -218,9 +277,12 @@ class Client::Impl {
   uint64_t epoch_ = 0;               // bumped on every connect; tags subscribe requests
   std::deque<Message> inbound_;
   size_t inflight_ = 0;
-  uint64_t handed_over_ = 0;  // QoS >= 1 publishes accepted by Paho
-  uint64_t completed_ = 0;    // ... of which acknowledged or failed
-  ClientStats counters_;      // received, published, publish_failures, connects
+  uint64_t handed_over_ = 0;        // QoS >= 1 publishes accepted by Paho
+  uint64_t completed_ = 0;          // ... of which acknowledged or failed
+  ClientStats counters_;            // received, published, publish_failures, connects
+  std::string tls_error_;           // OpenSSL's words during the current connect attempt
+  std::string last_connect_error_;  // why the latest attempt failed; empty after a success
+  bool connect_error_new_ = false;  // ... and it is not reported yet (on_connect_error)
 
   std::thread connector_;
   // Last member: destroyed first, while everything its callbacks may touch is still alive.
@@ -230,6 +292,7 @@ class Client::Impl {
 Client::Impl::Impl(ClientOptions options)
     : options_(std::move(options)), max_inflight_(std::min(options_.max_inflight, kMaxWindow)) {
   ValidateServerUri(options_.server_uri);
+  ValidateTls(options_);
   if (options_.max_inflight == 0) throw std::invalid_argument("mqtt: max_inflight must be > 0");
   if (options_.max_inbound == 0) throw std::invalid_argument("mqtt: max_inbound must be > 0");
   if (options_.subscription_qos < 0 || options_.subscription_qos > 2) {
@@ -251,6 +314,19 @@ Client::Impl::Impl(ClientOptions options)
                          .automatic_reconnect(false)  // ConnectorLoop does it
                          .max_inflight(static_cast<int>(max_inflight_))
                          .finalize();
+  if (IsTlsUri(options_.server_uri)) {
+    ssl_options_builder tls;
+    tls.trust_store(options_.tls_ca_file)
+        .enable_server_cert_auth(true)
+        .verify(true)  // the broker's certificate must name the host of the URI
+        .ssl_version(MQTT_SSL_VERSION_TLS_1_2)  // 1.2 or later
+        // Called on Paho's thread with OpenSSL's error text: kept for the failure report.
+        .error_handler([this](const std::string& message) { OnTlsError(message); });
+    if (!options_.tls_cert_file.empty()) {
+      tls.key_store(options_.tls_cert_file).private_key(options_.tls_key_file);
+    }
+    connect_options_.set_ssl(tls.finalize());
+  }
   if (!options_.subscriptions.empty()) {
     filters_ = string_collection::create(options_.subscriptions);
     filter_qos_.assign(options_.subscriptions.size(), options_.subscription_qos);
@@ -347,6 +423,9 @@ void Client::Impl::OnConnected() {
     connected_ = true;
     connect_pending_ = false;
     ++counters_.connects;
+    last_connect_error_.clear();
+    tls_error_.clear();
+    connect_error_new_ = false;
     epoch = ++epoch_;
     subscribed_ = !filters_;
     resubscribe_needed_ = false;
@@ -410,14 +489,33 @@ void Client::Impl::OnConnectionLost() {
   state_cv_.notify_all();
 }
 
-void Client::Impl::OnConnectFailed() {
+void Client::Impl::OnConnectFailed(int rc) {
   CallbackScope scope(this);
   if (!scope) return;
   {
     std::lock_guard lk(mu_);
     connect_pending_ = false;
+    std::string reason = DescribeConnectFailure(rc);
+    if (!tls_error_.empty()) reason += "; TLS: " + tls_error_;
+    tls_error_.clear();
+    if (reason != last_connect_error_) {
+      last_connect_error_ = std::move(reason);
+      connect_error_new_ = true;
+    }
   }
   state_cv_.notify_all();
+}
+
+void Client::Impl::OnTlsError(const std::string& message) {
+  CallbackScope scope(this);
+  if (!scope) return;
+  std::lock_guard lk(mu_);
+  // OpenSSL may report several lines for one failure; keep them, bounded.
+  if (tls_error_.size() > 1000) return;
+  std::string line = message;
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+  if (!tls_error_.empty()) tls_error_ += "; ";
+  tls_error_ += line;
 }
 
 void Client::Impl::OnMessage(const const_message_ptr& msg) {
@@ -504,6 +602,15 @@ void Client::Impl::ConnectorLoop() {
       continue;
     }
 
+    if (connect_error_new_ && options_.on_connect_error) {
+      // Reported from this thread, not Paho's: the callback may log, block, or call us.
+      connect_error_new_ = false;
+      const std::string reason = last_connect_error_;
+      lk.unlock();
+      options_.on_connect_error(reason);
+      lk.lock();
+      continue;
+    }
     if (counters_.connects != seen_connects) {  // we were connected: start the back-off afresh
       seen_connects = counters_.connects;
       backoff = kMinRetry;
@@ -542,6 +649,11 @@ bool Client::Impl::WaitConnected(milliseconds timeout) {
 bool Client::Impl::connected() const {
   std::lock_guard lk(mu_);
   return connected_;
+}
+
+std::string Client::Impl::last_connect_error() const {
+  std::lock_guard lk(mu_);
+  return last_connect_error_;
 }
 
 bool Client::Impl::Publish(const std::string& topic, const std::string& payload, int qos,
@@ -669,6 +781,7 @@ bool Client::WaitConnected(std::chrono::milliseconds timeout) {
   return impl_->WaitConnected(timeout);
 }
 bool Client::connected() const { return impl_->connected(); }
+std::string Client::last_connect_error() const { return impl_->last_connect_error(); }
 bool Client::Publish(const std::string& topic, const std::string& payload, int qos,
                      std::chrono::milliseconds timeout) {
   return impl_->Publish(topic, payload, qos, timeout);

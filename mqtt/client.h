@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,6 +50,18 @@ struct ClientOptions {
   size_t max_inbound = 50000;  // received messages waiting for Receive()
   int keep_alive_seconds = 20;
   std::chrono::milliseconds connect_timeout{5000};
+
+  // TLS, for ssl:// and mqtts:// URIs only (Paho's ssl_options). The broker's certificate must
+  // chain to tls_ca_file (required) and name the host (verified). With tls_cert_file and
+  // tls_key_file (both or neither, PEM) the client authenticates itself: mutual TLS, where the
+  // certificate's CN is its identity on the broker (pki/pki.h).
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // Told why a connect attempt failed, when Paho says (a TLS handshake refused, a CONNACK
+  // refusal, ...); once per reason in a row, not on every retry. Runs on the client's own
+  // connector thread, never inside a Paho callback. Unset: see Client::last_connect_error().
+  std::function<void(const std::string& reason)> on_connect_error;
 };
 
 struct ClientStats {
@@ -65,16 +78,22 @@ class Client {
  public:
   // Starts connecting in the background; see WaitConnected. Throws std::invalid_argument on a
   // malformed server URI or unusable options (max_inflight or max_inbound 0, clean_session false
-  // without a client_id).
+  // without a client_id, TLS files with a tcp:// URI, an ssl:// URI without tls_ca_file, only
+  // one of tls_cert_file and tls_key_file, a TLS file that cannot be read); the message names
+  // the field.
   explicit Client(ClientOptions options);
   // Disconnects (waiting briefly for in-flight publishes) and releases Paho's resources.
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // True once connected and subscribed; false when `timeout` passes first.
+  // True once connected and subscribed; false when `timeout` passes first (a broker refusing
+  // the connection, e.g. our certificate, looks like that: see last_connect_error()).
   bool WaitConnected(std::chrono::milliseconds timeout);
   bool connected() const;
+  // Why the latest connect attempt failed, as far as Paho and OpenSSL tell; empty when it did
+  // not fail (or none was made yet).
+  std::string last_connect_error() const;
 
   // Queues a publish. Waits while the in-flight window is full or the client is disconnected;
   // returns false (nothing sent) if that lasts beyond `timeout`, or after Stop(). Throws

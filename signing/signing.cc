@@ -1,12 +1,7 @@
 #include "signing/signing.h"
 
-#include <fcntl.h>
 #include <sodium.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <utility>
 
@@ -38,100 +33,6 @@ struct WipeOnExit {
   std::string& text;
   ~WipeOnExit() { sodium_memzero(text.data(), text.size()); }
 };
-
-std::string SystemError(const std::string& path, const char* doing, int error) {
-  return "key file " + path + ": cannot " + doing + ": " + std::strerror(error);
-}
-
-// Creates `path` exclusively with `mode` and writes `content`; on any failure removes what it
-// created, so a retry starts clean.
-void CreateFile(const std::string& path, std::string_view content, mode_t mode) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) {
-    const int error = errno;
-    if (error == EEXIST)
-      throw KeyFileError("key file " + path +
-                         " already exists; a key file is never overwritten (move it away or "
-                         "choose another path)");
-    throw KeyFileError(SystemError(path, "create", error));
-  }
-  auto fail = [&](const char* doing) {
-    const int error = errno;
-    ::close(fd);
-    ::unlink(path.c_str());
-    throw KeyFileError(SystemError(path, doing, error));
-  };
-  // The umask may only have narrowed `mode`; set it exactly (0600 stays 0600 whatever the umask).
-  if (::fchmod(fd, mode) != 0) fail("set the mode of");
-  size_t written = 0;
-  while (written < content.size()) {
-    const ssize_t n = ::write(fd, content.data() + written, content.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      fail("write");
-    }
-    written += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) fail("sync");
-  if (::close(fd) != 0) {
-    const int error = errno;
-    ::unlink(path.c_str());
-    throw KeyFileError(SystemError(path, "close", error));
-  }
-}
-
-std::string OctalMode(mode_t mode) {
-  char text[8];
-  std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
-  return text;
-}
-
-// Reads a key file, refusing what is not a small regular file and, when `secret`, what group or
-// others may access. The checks are on the open descriptor (fstat), so the file checked is the
-// file read.
-std::string ReadKeyFile(const std::string& path, bool secret) {
-  // O_NONBLOCK: opening a FIFO must not hang; it is refused below as not a regular file.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) throw KeyFileError(SystemError(path, "open", errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int error = errno;
-    ::close(fd);
-    throw KeyFileError(SystemError(path, "stat", error));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw KeyFileError("key file " + path + " is not a regular file");
-  }
-  if (secret && (st.st_mode & 077) != 0) {
-    ::close(fd);
-    throw KeyFileError("secret key file " + path + " has mode " + OctalMode(st.st_mode) +
-                       ": group or others can access it, so it is refused (the key may already "
-                       "be exposed); fix with: chmod 600 " +
-                       path);
-  }
-  if (static_cast<size_t>(st.st_size) > kMaxKeyFileBytes) {
-    ::close(fd);
-    throw KeyFileError("key file " + path + " is too large to be a fleetwave key file");
-  }
-  std::string content(kMaxKeyFileBytes + 1, '\0');
-  size_t got = 0;
-  while (got < content.size()) {
-    const ssize_t n = ::read(fd, content.data() + got, content.size() - got);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int error = errno;
-      sodium_memzero(content.data(), content.size());
-      ::close(fd);
-      throw KeyFileError(SystemError(path, "read", error));
-    }
-    if (n == 0) break;
-    got += static_cast<size_t>(n);
-  }
-  ::close(fd);
-  content.resize(got);  // shrinking keeps the buffer: the caller's wipe covers what was read
-  return content;
-}
 
 // The base64 payload of a one-line key file with `header`, or nullopt when the file is not one.
 std::optional<std::string> Payload(std::string_view content, std::string_view header) {
@@ -291,12 +192,12 @@ void WriteSecretKeyFile(const std::string& path, const SecretKey& key) {
   WipeOnExit wipe_line{line};
   line.reserve(kSecretHeader.size() + payload.size() + 1);  // no reallocation leaves copies behind
   line.append(kSecretHeader).append(payload).push_back('\n');
-  CreateFile(path, line, 0600);
+  CreateKeyFile(path, line, 0600);
 }
 
 SecretKey LoadSecretKeyFile(const std::string& path) {
   EnsureSodium();
-  std::string content = ReadKeyFile(path, /*secret=*/true);
+  std::string content = ReadKeyFile(path, /*secret=*/true, kMaxKeyFileBytes);
   WipeOnExit wipe_content{content};
   std::optional<std::string> raw = Payload(content, kSecretHeader);
   if (!raw) throw KeyFileError(Malformed(path, true));
@@ -316,11 +217,11 @@ SecretKey LoadSecretKeyFile(const std::string& path) {
 }
 
 void WritePublicKeyFile(const std::string& path, const PublicKey& key) {
-  CreateFile(path, std::string(kPublicHeader) + key.ToBase64() + "\n", 0644);
+  CreateKeyFile(path, std::string(kPublicHeader) + key.ToBase64() + "\n", 0644);
 }
 
 PublicKey LoadPublicKeyFile(const std::string& path) {
-  std::string content = ReadKeyFile(path, /*secret=*/false);
+  std::string content = ReadKeyFile(path, /*secret=*/false, kMaxKeyFileBytes);
   std::optional<std::string> raw = Payload(content, kPublicHeader);
   if (!raw || raw->size() != kPublicKeyBytes) throw KeyFileError(Malformed(path, false));
   return PublicKey(*raw);

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "fleet/signed_manifest.h"
+#include "signing/key_file.h"  // KeyFileError
 
 namespace signing {
 
@@ -105,13 +106,6 @@ bool VerifyNotice(const PublicKey& notice_key, const fleet::NoticeDocument& noti
 
 std::string Base64Encode(std::string_view bytes);
 std::optional<std::string> Base64Decode(std::string_view text);  // nullopt when malformed
-
-// A key file that cannot be written or is refused. The message names the path, what is wrong and
-// the fix; never the file's content.
-class KeyFileError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 // Creates `path` with mode 0600 (O_CREAT|O_EXCL) and writes the key to it. Throws KeyFileError when
 // the file exists (it is never overwritten) or cannot be written (nothing is left behind then).
