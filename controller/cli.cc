@@ -39,6 +39,34 @@ std::unique_ptr<pqxx::connection> OpenDatabase(const Globals& g) {
   return db::Connect(g.db);
 }
 
+void CheckBrokerSecurity(const Globals& g, const char* command) {
+  const bool tls = g.mqtt.starts_with("ssl://") || g.mqtt.starts_with("mqtts://");
+  const bool any_file = !g.tls_ca.empty() || !g.tls_cert.empty() || !g.tls_key.empty();
+  if (tls) {
+    if (g.tls_ca.empty())
+      throw UsageError("--mqtt " + g.mqtt +
+                       " is TLS: give --tls-ca (FLEETWAVE_TLS_CA), the CA certificate that signed "
+                       "the broker's");
+    if (g.tls_cert.empty() != g.tls_key.empty())
+      throw UsageError("give both --tls-cert and --tls-key (the client certificate and its key), "
+                       "or neither");
+    if (g.plain_tcp) throw UsageError("--plain-tcp contradicts --mqtt " + g.mqtt + " (TLS)");
+    return;
+  }
+  if (any_file)
+    throw UsageError("--tls-ca/--tls-cert/--tls-key are given but --mqtt " + g.mqtt +
+                     " is plain TCP: use ssl://HOST:PORT");
+  if (!g.plain_tcp)
+    throw UsageError("--mqtt " + g.mqtt +
+                     " is plain TCP: unencrypted, and the broker cannot tell who is who. Use "
+                     "ssl://HOST:PORT with --tls-ca, --tls-cert and --tls-key (README "
+                     "\"Security\"), or pass --plain-tcp (FLEETWAVE_PLAIN_TCP=1) to accept that");
+  spdlog::warn(
+      "{}: PLAIN TCP to the broker at {}: traffic is unencrypted and any client can claim to be "
+      "any device or the controller; use TLS (ssl://) outside a development machine",
+      command, g.mqtt);
+}
+
 namespace {
 
 std::string OrDash(const std::optional<std::string>& s) { return s ? *s : "-"; }
@@ -424,11 +452,23 @@ int RunCli(int argc, char** argv) {
   app.footer("Run `fleetwave COMMAND --help` for a command's flags and an example.");
   app.set_version_flag("--version", "fleetwave 0.1.0");
   app.require_subcommand(1);
+  // Global flags (--db, --mqtt, --tls-*, --plain-tcp, --log-*) may also follow the command.
+  app.fallthrough();
   Globals g;
   app.add_option("--db", g.db, "PostgreSQL connection string or URI")->envname("FLEETWAVE_DB");
   app.add_option("--mqtt", g.mqtt, "MQTT broker URI")
       ->envname("FLEETWAVE_MQTT")
       ->capture_default_str();
+  app.add_option("--tls-ca", g.tls_ca, "CA certificate that signed the broker's (ssl:// only)")
+      ->envname("FLEETWAVE_TLS_CA");
+  app.add_option("--tls-cert", g.tls_cert,
+                 "Client certificate (PEM) whose common name is this program's identity")
+      ->envname("FLEETWAVE_TLS_CERT");
+  app.add_option("--tls-key", g.tls_key, "The client certificate's key (PEM, mode 0600)")
+      ->envname("FLEETWAVE_TLS_KEY");
+  app.add_flag("--plain-tcp", g.plain_tcp,
+               "Allow a tcp:// broker: no encryption, no identities (development only)")
+      ->envname("FLEETWAVE_PLAIN_TCP");
   app.add_option("--log-format", g.log_format,
                  "Log lines on stderr: text or json (one object a line)")
       ->envname("FLEETWAVE_LOG_FORMAT")

@@ -25,6 +25,11 @@ inline void Require(const std::optional<std::string>& problem) {
 struct Globals {
   std::string db;
   std::string mqtt = "tcp://127.0.0.1:1883";
+  // The broker's security (README "Security"): TLS files for ssl://, or --plain-tcp.
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  bool plain_tcp = false;
   std::string log_format = "text";  // text | json (controller/logging.h)
   std::string log_level = "info";   // trace | debug | info | warn | error | off
 };
@@ -32,6 +37,11 @@ struct Globals {
 // Connects to --db / FLEETWAVE_DB. Throws UsageError when none is given, db::Unavailable when
 // it cannot be reached.
 std::unique_ptr<pqxx::connection> OpenDatabase(const Globals& g);
+
+// For a command that connects to the broker: ssl:// needs --tls-ca (and the client certificate
+// and key, both or neither); tcp:// is refused unless --plain-tcp says the operator means it, and
+// is then announced with a warning at start. Throws UsageError naming the flag.
+void CheckBrokerSecurity(const Globals& g, const char* command);
 
 // Registration of each command group on `app`.
 void AddMigrate(CLI::App& app, Globals& g);     // cli.cc

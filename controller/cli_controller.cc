@@ -111,8 +111,12 @@ void AddController(CLI::App& app, Globals& g) {
           "controller: NO NOTICE KEY: job documents go out unsigned, and devices that verify "
           "notices will refuse them; give --notice-key FILE (see `fleetwave keys generate`)");
     }
+    CheckBrokerSecurity(g, "controller");
     o->db = g.db;
     o->mqtt_uri = g.mqtt;
+    o->tls_ca_file = g.tls_ca;
+    o->tls_cert_file = g.tls_cert;
+    o->tls_key_file = g.tls_key;
     o->batch_window = std::chrono::milliseconds(*window_ms);
     o->telemetry_retention_seconds = int64_t{*retention_days} * 86400;
     OpenDatabase(g);  // fail fast when the database is unreachable at start

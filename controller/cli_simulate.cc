@@ -228,7 +228,11 @@ void PrintSummary(const Json& s) {
 
 void Run(const Globals& g, Flags& f) {
   f.o.mqtt_uri = g.mqtt;
+  f.o.tls_ca_file = g.tls_ca;
+  f.o.tls_cert_file = g.tls_cert;
+  f.o.tls_key_file = g.tls_key;
   Validate(f);
+  CheckBrokerSecurity(g, "simulate");
   if (f.register_devices) Register(g, f.o.fleet);
 
   StopOnSignals signals;

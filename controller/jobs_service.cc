@@ -50,9 +50,18 @@ RateLimitedLog& BadInputLog() {
   return log;
 }
 
-mqtt::ClientOptions RequestsClient(const JobsServiceOptions& o, const mqtt::JobsTopics& topics) {
+mqtt::ClientOptions BrokerClient(const JobsServiceOptions& o) {
   mqtt::ClientOptions c;
   c.server_uri = o.mqtt_uri;
+  c.tls_ca_file = o.tls_ca_file;
+  c.tls_cert_file = o.tls_cert_file;
+  c.tls_key_file = o.tls_key_file;
+  c.max_inflight = o.max_inflight;
+  return c;
+}
+
+mqtt::ClientOptions RequestsClient(const JobsServiceOptions& o, const mqtt::JobsTopics& topics) {
+  mqtt::ClientOptions c = BrokerClient(o);
   c.client_id = o.client_id;
   c.clean_session = false;  // the broker keeps requests for us while we are down
   c.subscriptions = topics.RequestFilters();
@@ -60,16 +69,13 @@ mqtt::ClientOptions RequestsClient(const JobsServiceOptions& o, const mqtt::Jobs
   // Paho delivers every client's messages on one thread: a full inbound queue would stall the
   // publisher too. Room for many batches keeps that to database outages (see the header).
   c.max_inbound = std::max<size_t>(100000, 20 * o.max_batch);
-  c.max_inflight = o.max_inflight;
   return c;
 }
 
 mqtt::ClientOptions PublisherClient(const JobsServiceOptions& o) {
-  mqtt::ClientOptions c;
-  c.server_uri = o.mqtt_uri;
+  mqtt::ClientOptions c = BrokerClient(o);
   c.client_id = o.client_id + "-pub";
   c.clean_session = true;
-  c.max_inflight = o.max_inflight;
   return c;
 }
 

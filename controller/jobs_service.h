@@ -44,6 +44,11 @@ namespace controller {
 struct JobsServiceOptions {
   std::string db;
   std::string mqtt_uri = "tcp://127.0.0.1:1883";
+  // TLS for ssl:// (mqtt::ClientOptions): the fleet CA, and the controller's certificate and key,
+  // whose identity the broker's ACL knows (fleetwave-controller by default).
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
   std::string client_id = "fleetwave-controller";
   std::string topic_root = "$aws/things";
   std::string telemetry_root = "fleetwave/things";

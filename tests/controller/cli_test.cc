@@ -471,6 +471,39 @@ TEST_F(ControllerFlagsTest, ANoticeKeyMustBeAPrivateWellFormedSecretKey) {
   EXPECT_THAT(r.err, HasSubstr("cannot connect to PostgreSQL"));
 }
 
+// The broker: TLS settings that do not fit the URI, and plain TCP without --plain-tcp, are usage
+// errors naming the flag; with --plain-tcp the controller says loudly what it means.
+TEST_F(ControllerFlagsTest, BrokerSecurityFlagsAreChecked) {
+  auto run = [](std::vector<std::string> args, std::map<std::string, std::string> env) {
+    args.insert(args.begin(), FleetwaveBinary());
+    env.emplace("FLEETWAVE_DB", kNowhere);
+    return RunProcess(args, env);
+  };
+  for (const char* command : {"controller", "simulate"}) {
+    ProcessResult r = run({command}, {{"FLEETWAVE_MQTT", "tcp://127.0.0.1:1"},
+                                      {"FLEETWAVE_PLAIN_TCP", ""}});
+    EXPECT_EQ(r.exit_code, 2) << command << r.err;
+    EXPECT_THAT(r.err, HasSubstr("is plain TCP: unencrypted"));
+    EXPECT_THAT(r.err, HasSubstr("--plain-tcp"));
+    r = run({command, "--tls-ca", "/etc/hostname"}, {{"FLEETWAVE_MQTT", "tcp://127.0.0.1:1"}});
+    EXPECT_EQ(r.exit_code, 2) << command << r.err;
+    EXPECT_THAT(r.err, HasSubstr("use ssl://HOST:PORT"));
+    r = run({command}, {{"FLEETWAVE_MQTT", "ssl://127.0.0.1:1"}, {"FLEETWAVE_PLAIN_TCP", ""}});
+    EXPECT_EQ(r.exit_code, 2) << command << r.err;
+    EXPECT_THAT(r.err, HasSubstr("--tls-ca"));
+    r = run({command, "--tls-ca", "/etc/hostname", "--tls-cert", "/etc/hostname"},
+            {{"FLEETWAVE_MQTT", "ssl://127.0.0.1:1"}, {"FLEETWAVE_PLAIN_TCP", ""}});
+    EXPECT_EQ(r.exit_code, 2) << command << r.err;
+    EXPECT_THAT(r.err, HasSubstr("--tls-key"));
+  }
+  // Accepted: plain TCP with the flag gets as far as the database, and says what it means.
+  ProcessResult r = run({"controller", "--plain-tcp"}, {{"FLEETWAVE_MQTT", "tcp://127.0.0.1:1"},
+                                                        {"FLEETWAVE_PLAIN_TCP", ""}});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("PLAIN TCP to the broker at tcp://127.0.0.1:1"));
+  EXPECT_THAT(r.err, HasSubstr("cannot connect to PostgreSQL"));
+}
+
 TEST_F(ControllerFlagsTest, AValidPlanGetsAsFarAsTheDatabase) {
   // The control for the tests above: with nothing wrong, the controller tries to connect.
   const std::string path = PlanFile("valid", R"({"waves": [{"percent": 10}, {"percent": 100}]})");

@@ -13,6 +13,27 @@ namespace testing_support {
 
 std::string FleetwaveBinary() { return FLEETWAVE_BINARY; }
 
+namespace {
+
+// In the forked child, before exec: the test's environment adjusted, then `env` (an empty value
+// unsets the variable).
+void ChildEnvironment(const std::map<std::string, std::string>& env) {
+  // FLEETWAVE_DB_OWNER in the test's environment names the stack's database, not the test's:
+  // a child `fleetwave migrate` must not follow it. A test that wants one passes it in `env`.
+  unsetenv("FLEETWAVE_DB_OWNER");
+  // The test stack's broker is plain TCP (scripts/test): the controller and the simulator must be
+  // told that is meant. A test of the refusal passes FLEETWAVE_PLAIN_TCP "" (unset).
+  setenv("FLEETWAVE_PLAIN_TCP", "1", 1);
+  for (const auto& [key, value] : env) {
+    if (value.empty())
+      unsetenv(key.c_str());
+    else
+      setenv(key.c_str(), value.c_str(), 1);
+  }
+}
+
+}  // namespace
+
 BackgroundProcess::BackgroundProcess(const std::vector<std::string>& argv,
                                      const std::map<std::string, std::string>& env,
                                      const std::string& log_path) {
@@ -25,15 +46,7 @@ BackgroundProcess::BackgroundProcess(const std::vector<std::string>& argv,
     dup2(log, 2);
     int devnull = open("/dev/null", O_RDONLY);
     dup2(devnull, 0);
-    // FLEETWAVE_DB_OWNER in the test's environment names the stack's database, not the test's:
-    // a child `fleetwave migrate` must not follow it. A test that wants one passes it in `env`.
-    unsetenv("FLEETWAVE_DB_OWNER");
-    for (const auto& [key, value] : env) {
-      if (value.empty())
-        unsetenv(key.c_str());
-      else
-        setenv(key.c_str(), value.c_str(), 1);
-    }
+    ChildEnvironment(env);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -78,15 +91,7 @@ ProcessResult RunProcess(const std::vector<std::string>& argv,
     dup2(out[1], 1);
     dup2(err[1], 2);
     for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]}) close(fd);
-    // FLEETWAVE_DB_OWNER in the test's environment names the stack's database, not the test's:
-    // a child `fleetwave migrate` must not follow it. A test that wants one passes it in `env`.
-    unsetenv("FLEETWAVE_DB_OWNER");
-    for (const auto& [key, value] : env) {
-      if (value.empty())
-        unsetenv(key.c_str());
-      else
-        setenv(key.c_str(), value.c_str(), 1);
-    }
+    ChildEnvironment(env);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);

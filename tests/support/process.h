@@ -16,6 +16,7 @@ struct ProcessResult {
 // Runs `argv` with the current environment plus `env` (an empty value unsets the variable),
 // feeding `input` on standard input. FLEETWAVE_DB_OWNER is not inherited (only set from `env`),
 // here and in BackgroundProcess: it names the stack's database, not the test's.
+// FLEETWAVE_PLAIN_TCP is 1 unless `env` says otherwise: the test stack's broker is plain TCP.
 ProcessResult RunProcess(const std::vector<std::string>& argv,
                          const std::map<std::string, std::string>& env = {},
                          const std::string& input = "");
