@@ -23,8 +23,8 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
-#include "db/connection.h"
 #include "bench/bench_db.h"
+#include "db/connection.h"
 #include "db/migrator.h"
 #include "simulator/fleet_spec.h"
 

@@ -32,10 +32,10 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "bench/bench_db.h"
 #include "bench/proc_stats.h"
 #include "db/connection.h"
 #include "db/jobs_store.h"
-#include "bench/bench_db.h"
 #include "db/migrator.h"
 #include "db/registry.h"
 #include "simulator/fleet_spec.h"

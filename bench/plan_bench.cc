@@ -38,9 +38,9 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "bench/bench_db.h"
 #include "controller/engine.h"
 #include "db/connection.h"
-#include "bench/bench_db.h"
 #include "db/migrator.h"
 #include "db/registry.h"
 #include "db/rollouts.h"
@@ -131,9 +131,8 @@ int main(int argc, char** argv) {
   const std::string conninfo = scratch->app;
   auto conn = db::Connect(scratch->owner);
   const char* superuser_env = std::getenv("FLEETWAVE_BENCH_SUPERUSER");
-  auto superuser = db::Connect(superuser_env && *superuser_env
-                                   ? db::WithDatabase(superuser_env, name)
-                                   : scratch->owner);
+  auto superuser = db::Connect(
+      superuser_env && *superuser_env ? db::WithDatabase(superuser_env, name) : scratch->owner);
 
   // ---- Setup: the fleet and one newer release per model (not timed) ----
   std::printf("bench/plan: %lld devices of %zu models, %d per mille in the canary ring\n",
@@ -221,8 +220,8 @@ int main(int argc, char** argv) {
   if (explain) {
     Exec(*superuser, "alter database " + name +
                          " set session_preload_libraries = 'auto_explain'; alter database " + name +
-                    " set auto_explain.log_min_duration = '50ms'; alter database " + name +
-                    " set auto_explain.log_analyze = on");
+                         " set auto_explain.log_min_duration = '50ms'; alter database " + name +
+                         " set auto_explain.log_analyze = on");
   }
   controller::EngineOptions engine_options;  // as `fleetwave controller` by default
   engine_options.plan = plan;

@@ -32,9 +32,9 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "bench/bench_db.h"
 #include "bench/proc_stats.h"
 #include "db/connection.h"
-#include "bench/bench_db.h"
 #include "db/migrator.h"
 #include "db/registry.h"
 #include "mqtt/client.h"

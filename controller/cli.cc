@@ -4,8 +4,8 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -48,8 +48,9 @@ void CheckBrokerSecurity(const Globals& g, const char* command) {
                        " is TLS: give --tls-ca (FLEETWAVE_TLS_CA), the CA certificate that signed "
                        "the broker's");
     if (g.tls_cert.empty() != g.tls_key.empty())
-      throw UsageError("give both --tls-cert and --tls-key (the client certificate and its key), "
-                       "or neither");
+      throw UsageError(
+          "give both --tls-cert and --tls-key (the client certificate and its key), "
+          "or neither");
     if (g.plain_tcp) throw UsageError("--plain-tcp contradicts --mqtt " + g.mqtt + " (TLS)");
     return;
   }
@@ -83,16 +84,17 @@ Json ToJson(const db::DeviceRecord& r) {
 }
 
 Json ToJson(const db::ReleaseRecord& r) {
-  return Json{{"id", r.id},
-              {"model", r.release.model},
-              {"version", r.release.version},
-              {"url", r.release.url},
-              {"sha256", r.release.sha256},
-              {"size", r.release.size},
-              {"counter", r.release.counter},
-              {"signature", r.release.signature ? fleet::ToJson(*r.release.signature) : Json(nullptr)},
-              {"state", fleet::ToString(r.release.state)},
-              {"createdAt", r.created_at}};
+  return Json{
+      {"id", r.id},
+      {"model", r.release.model},
+      {"version", r.release.version},
+      {"url", r.release.url},
+      {"sha256", r.release.sha256},
+      {"size", r.release.size},
+      {"counter", r.release.counter},
+      {"signature", r.release.signature ? fleet::ToJson(*r.release.signature) : Json(nullptr)},
+      {"state", fleet::ToString(r.release.state)},
+      {"createdAt", r.created_at}};
 }
 
 }  // namespace
@@ -319,7 +321,8 @@ void AddRelease(CLI::App& parent, Globals& g) {
     auto* cmd = release->add_subcommand("add", "Publish a firmware release (state: active)");
     cmd->footer(
         "A release signed offline (`fleetwave release sign`) carries its signature to the\n"
-        "devices, which refuse an image the release key did not sign when they trust release keys.\n"
+        "devices, which refuse an image the release key did not sign when they trust release "
+        "keys.\n"
         "Example:\n  fleetwave release add --model arm-v2 --version 1.5.0 \\\n"
         "    --url https://firmware.example.com/arm-v2/1.5.0.bin \\\n"
         "    --sha256 $(sha256sum 1.5.0.bin | cut -c1-64) --size $(stat -c %s 1.5.0.bin) \\\n"
@@ -342,7 +345,8 @@ void AddRelease(CLI::App& parent, Globals& g) {
         if (!r->signature) throw UsageError("--signature: " + error);
       }
       if (!verify_key->empty()) {
-        if (!r->signature) throw UsageError("--verify-key needs --signature: there is nothing to verify");
+        if (!r->signature)
+          throw UsageError("--verify-key needs --signature: there is nothing to verify");
         std::optional<signing::PublicKey> key;
         try {
           key = signing::LoadPublicKeyFile(*verify_key);

@@ -99,8 +99,7 @@ void AddController(CLI::App& app, Globals& g) {
     }
     if (!notice_key->empty()) {
       try {
-        o->notice_signer =
-            std::make_shared<NoticeSigner>(signing::LoadSecretKeyFile(*notice_key));
+        o->notice_signer = std::make_shared<NoticeSigner>(signing::LoadSecretKeyFile(*notice_key));
       } catch (const signing::KeyFileError& err) {
         throw UsageError(std::string("--notice-key: ") + err.what());
       }

@@ -17,10 +17,10 @@
 #include <nlohmann/json.hpp>
 
 #include "controller/cli_common.h"
-#include "signing/signing.h"
 #include "db/connection.h"
 #include "db/registry.h"
 #include "fleet/registry.h"
+#include "signing/signing.h"
 #include "simulator/fleet_spec.h"
 #include "simulator/profile.h"
 #include "simulator/simulate.h"

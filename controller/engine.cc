@@ -504,11 +504,13 @@ void Engine::ReconcileRollout(const std::string& rollout_id, bool terminal, bool
                           .base_url = options_.approval_base_url,
                           .expires_at = expires_at},
                          {{"wave", next}, {"ttlSeconds", expires_at - now}});
-      const std::string base = options_.approval_base_url + "/approvals/" + token.token;
+      // The link carries the token, and tokens stay out of logs (log collectors are read by
+      // more people than may approve): it is shown by `fleetwave status`, the API and the console.
       approval_urls.push_back(
           "rollout " + rollout_id + " waits for approval of wave " + std::to_string(next) +
-          " (expires in " + std::to_string(expires_at - now) + " s): open " + base +
-          " to approve or deny it, or `fleetwave rollout approve|deny " + rollout_id + "`");
+          " (expires in " + std::to_string(expires_at - now) + " s): its approve/deny link is " +
+          "in `fleetwave status` and the console (" + options_.approval_base_url +
+          "/), or run `fleetwave rollout approve|deny " + rollout_id + "`");
     }
     txn.commit();
     LogChanges(r.cycle_id, rollout_id, d.changes);

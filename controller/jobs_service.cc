@@ -145,11 +145,10 @@ JobsMetrics::JobsMetrics(MetricsRegistry& r) {
 JobsService::JobsService(JobsServiceOptions options, MetricsRegistry* metrics)
     : options_(std::move(options)),
       topics_(options_.topic_root, options_.telemetry_root),
-      sign_(options_.notice_signer ? mqtt::DocumentSigner([signer = options_.notice_signer](
-                                                              nlohmann::json& doc) {
-        signer->Sign(doc);
-      })
-                                   : mqtt::DocumentSigner()),
+      sign_(options_.notice_signer
+                ? mqtt::DocumentSigner(
+                      [signer = options_.notice_signer](nlohmann::json& doc) { signer->Sign(doc); })
+                : mqtt::DocumentSigner()),
       requests_(RequestsClient(options_, topics_)),
       publisher_(PublisherClient(options_)),
       store_(options_.db),

@@ -1,14 +1,13 @@
 #include "controller/notice_signer.h"
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "fleet/signed_manifest.h"
 
 namespace controller {
 
-NoticeSigner::NoticeSigner(signing::SecretKey key)
-    : key_(std::move(key)), key_id_(key_.KeyId()) {}
+NoticeSigner::NoticeSigner(signing::SecretKey key) : key_(std::move(key)), key_id_(key_.KeyId()) {}
 
 void NoticeSigner::Sign(nlohmann::json& doc) const {
   doc.erase("signature");

@@ -111,10 +111,9 @@ std::optional<NoticeDocument> NoticeFromDocument(const Json& doc, std::string* e
     return std::nullopt;
   }
   NoticeDocument n;
-  for (auto [key, out] : {std::pair{"model", &n.manifest.model},
-                          std::pair{"version", &n.manifest.version},
-                          std::pair{"url", &n.manifest.url},
-                          std::pair{"sha256", &n.manifest.sha256}}) {
+  for (auto [key, out] :
+       {std::pair{"model", &n.manifest.model}, std::pair{"version", &n.manifest.version},
+        std::pair{"url", &n.manifest.url}, std::pair{"sha256", &n.manifest.sha256}}) {
     const std::string* v = String(*release, key);
     if (!v) {
       *error = std::string("release.") + key + " must be a string";

@@ -73,9 +73,9 @@ std::string CanonicalBytes(const NoticeDocument& notice);
 // A firmware rollout's job document (DESIGN §2) carries the manifest and both signatures:
 //   {"operation": "firmware.update",
 //    "release": {"model", "version", "counter", "url", "sha256", "size"},
-//    "releaseSignature": {"alg": "ed25519", "keyId", "value"},   // the release key's, of the manifest
-//    "rollout": {"id", "wave"}, "issuedAt", "expiresAt",
-//    "signature": {"alg": "ed25519", "keyId", "value"}}          // the notice key's, of the notice
+//    "releaseSignature": {"alg": "ed25519", "keyId", "value"},   // the release key's, of the
+//    manifest "rollout": {"id", "wave"}, "issuedAt", "expiresAt", "signature": {"alg": "ed25519",
+//    "keyId", "value"}}          // the notice key's, of the notice
 // Both signatures are optional in the document; a device that trusts keys refuses one without.
 
 struct Signature {

@@ -196,8 +196,8 @@ JobsRequestMessage ParseJobsRequest(const RequestTopic& topic, std::string topic
     }
     // The topic is the identity (the broker's ACL lets a device publish only under its own
     // thing); a payload that names another thing was not sent by that thing's own code path.
-    if (auto it = body.find("thingName"); it != body.end() && it->is_string() &&
-                                          it->get_ref<const std::string&>() != topic.thing)
+    if (auto it = body.find("thingName");
+        it != body.end() && it->is_string() && it->get_ref<const std::string&>() != topic.thing)
       throw Invalid{JobsError::kInvalidRequest,
                     "thingName in the payload is not the thing of the topic: a device may only "
                     "speak for itself"};
@@ -229,8 +229,7 @@ Answer EncodeAnswer(const JobsRequestMessage& request, const fleet::Outcome& out
     case JobsRequest::kStartNext:
     case JobsRequest::kDescribe:
       if (outcome.execution)
-        j["execution"] =
-            ExecutionJson(*outcome.execution, outcome.include_job_document, now, sign);
+        j["execution"] = ExecutionJson(*outcome.execution, outcome.include_job_document, now, sign);
       break;
     case JobsRequest::kUpdate:
       if (outcome.execution && outcome.include_job_execution_state)
@@ -278,8 +277,8 @@ std::optional<Telemetry> ParseTelemetry(std::string thing, std::string_view payl
     *error = "telemetry must be a JSON object";
     return std::nullopt;
   }
-  if (auto it = body.find("thingName"); it != body.end() && it->is_string() &&
-                                        it->get_ref<const std::string&>() != thing) {
+  if (auto it = body.find("thingName");
+      it != body.end() && it->is_string() && it->get_ref<const std::string&>() != thing) {
     *error = "telemetry names thing " + it->dump() + " on the topic of " + thing +
              ": a device may only report for itself";
     return std::nullopt;

@@ -12,11 +12,25 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr std::string_view kReasonNames[kReasonCount] = {
-    "bad-operation",    "bad-document",        "wrong-model",           "bad-version",
-    "not-newer",        "bad-sha256",          "expired",               "declined",
-    "download-failed",  "install-failed",      "reboot-failed",         "unsigned",
-    "unknown-key",      "bad-signature",       "unsigned-release",      "unknown-release-key",
-    "bad-release-signature", "too-large",      "sha256-mismatch",
+    "bad-operation",
+    "bad-document",
+    "wrong-model",
+    "bad-version",
+    "not-newer",
+    "bad-sha256",
+    "expired",
+    "declined",
+    "download-failed",
+    "install-failed",
+    "reboot-failed",
+    "unsigned",
+    "unknown-key",
+    "bad-signature",
+    "unsigned-release",
+    "unknown-release-key",
+    "bad-release-signature",
+    "too-large",
+    "sha256-mismatch",
 };
 
 constexpr std::string_view kStepNames[] = {"downloading", "installing", "rebooting"};
@@ -488,10 +502,10 @@ void DeviceMachine::StartJob(DeviceState& d, int64_t index, const nlohmann::json
 
   static const Json kNoDocument;
   const Json* doc = Field(e, "jobDocument");
-  if (auto reason = CheckJobDocument(
-          doc ? *doc : kNoDocument, Model(index),
-          Installed{parsed_versions_[d.installed], version_counters_[d.installed]}, now.epoch,
-          trust_)) {
+  if (auto reason =
+          CheckJobDocument(doc ? *doc : kNoDocument, Model(index),
+                           Installed{parsed_versions_[d.installed], version_counters_[d.installed]},
+                           now.epoch, trust_)) {
     Refuse(d, index, Report::kRejected, *reason, now, out);
     return;
   }

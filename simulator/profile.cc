@@ -147,9 +147,8 @@ class Reader {
            GetProbability(u, p, "silentFraction", &out->silent_fraction) &&
            GetNumber(u, p, "crashRateMultiplier", 0, 1e6, false, &out->crash_rate_multiplier) &&
            GetBool(u, p, "reportSteps", &out->report_steps) &&
-           GetServedImage(u, p, &out->served_image) &&
-           ReadStep(u, p, "download", &out->download) && ReadStep(u, p, "install", &out->install) &&
-           ReadStep(u, p, "reboot", &out->reboot);
+           GetServedImage(u, p, &out->served_image) && ReadStep(u, p, "download", &out->download) &&
+           ReadStep(u, p, "install", &out->install) && ReadStep(u, p, "reboot", &out->reboot);
   }
 
   bool ReadDevices(const Json& d, const std::string& p, DeviceBehaviour* out) {

@@ -67,10 +67,10 @@ struct StepBehaviour {
 enum class ServedImage : uint8_t { kDeclared, kOversized, kCorrupt };
 
 struct UpdateBehaviour {
-  double reject_probability = 0;     // "rejectProbability"
-  double silent_fraction = 0;        // "silentFraction"
-  double crash_rate_multiplier = 1;  // "crashRateMultiplier"
-  bool report_steps = true;          // "reportSteps"
+  double reject_probability = 0;                      // "rejectProbability"
+  double silent_fraction = 0;                         // "silentFraction"
+  double crash_rate_multiplier = 1;                   // "crashRateMultiplier"
+  bool report_steps = true;                           // "reportSteps"
   ServedImage served_image = ServedImage::kDeclared;  // "servedImage"
   StepBehaviour download{{1, 5}, 0};
   StepBehaviour install{{2, 4}, 0};

@@ -81,8 +81,7 @@ std::optional<std::string> CheckTls(const SimulateOptions& o, const Endpoint& e)
   if (o.tls_cert_file.empty() != o.tls_key_file.empty())
     return "give both the client certificate and its key (--tls-cert and --tls-key), or neither";
   for (const std::string* file : {&o.tls_ca_file, &o.tls_cert_file, &o.tls_key_file})
-    if (!file->empty() && access(file->c_str(), R_OK) != 0)
-      return "cannot read TLS file " + *file;
+    if (!file->empty() && access(file->c_str(), R_OK) != 0) return "cannot read TLS file " + *file;
   return std::nullopt;
 }
 
@@ -133,8 +132,7 @@ class Simulator::Connection {
         count_(o.connections),
         start_(start),
         machine_(o.fleet, o.profile, o.seed,
-                 static_cast<int64_t>(std::llround(o.telemetry_interval_seconds * 1000)),
-                 o.trust) {
+                 static_cast<int64_t>(std::llround(o.telemetry_interval_seconds * 1000)), o.trust) {
     std::string error;
     endpoint_ = *ParseUri(o.mqtt_uri, &error);
     client_id_ =

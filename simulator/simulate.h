@@ -43,7 +43,7 @@ struct SimulateOptions {
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
-  int connections = 8;                            // clamped to the number of devices
+  int connections = 8;  // clamped to the number of devices
   std::string topic_root = "$aws/things";
   std::string telemetry_root = "fleetwave/things";
   double telemetry_interval_seconds = 30;  // 0: no telemetry

@@ -131,8 +131,9 @@ TEST_F(CliTest, MigrateOnAFreshDatabaseAppliesEverything) {
   r = RunProcess({FleetwaveBinary(), "migrate", "--status"}, {{"FLEETWAVE_DB", fresh.conninfo()}});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, testing::Not(HasSubstr("pending")));
-  r = RunProcess({FleetwaveBinary(), "device", "add", "r1", "--model", "arm", "--firmware", "1.0.0"},
-                 {{"FLEETWAVE_DB", fresh.conninfo()}});
+  r = RunProcess(
+      {FleetwaveBinary(), "device", "add", "r1", "--model", "arm", "--firmware", "1.0.0"},
+      {{"FLEETWAVE_DB", fresh.conninfo()}});
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
@@ -140,9 +141,9 @@ TEST_F(CliTest, MigrateOnAFreshDatabaseAppliesEverything) {
 TEST_F(CliTest, MigrateConnectsAsTheOwner) {
   TestDatabase fresh(/*migrate=*/false);
   const std::string nowhere = "postgresql://fleetwave@127.0.0.1:1/nowhere";
-  ProcessResult r = RunProcess({FleetwaveBinary(), "migrate"},
-                               {{"FLEETWAVE_DB", fresh.owner_conninfo()},
-                                {"FLEETWAVE_DB_OWNER", nowhere}});
+  ProcessResult r =
+      RunProcess({FleetwaveBinary(), "migrate"},
+                 {{"FLEETWAVE_DB", fresh.owner_conninfo()}, {"FLEETWAVE_DB_OWNER", nowhere}});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("127.0.0.1:1/nowhere")) << "FLEETWAVE_DB_OWNER comes first";
   r = RunProcess({FleetwaveBinary(), "--db", fresh.owner_conninfo(), "migrate"},
@@ -298,8 +299,8 @@ TEST_F(CliTest, ReleaseAddRefusesEachBadValue) {
 
 // A fresh directory of its own under the test temp dir.
 std::string FreshDir(const std::string& name) {
-  std::string dir = ::testing::TempDir() + "/fleetwave-cli-" + name + "-" +
-                    std::to_string(getpid());
+  std::string dir =
+      ::testing::TempDir() + "/fleetwave-cli-" + name + "-" + std::to_string(getpid());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
@@ -310,7 +311,7 @@ TEST_F(CliTest, KeysGenerateWritesAPrivateSecretKeyAndNeverOverwrites) {
   std::string out = Ok({"keys", "generate", "--out", dir + "/release"});
   EXPECT_THAT(out, testing::MatchesRegex("key [0-9a-f]{16}: secret .*release.key \\(mode 0600\\), "
                                          "public .*release.pub\n"));
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat((dir + "/release.key").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_THAT(ReadFile(dir + "/release.pub"), HasSubstr("fleetwave-ed25519-public-v1 "));
@@ -328,15 +329,16 @@ TEST_F(CliTest, ReleaseSignThenAddWithTheSignatureVerified) {
   Ok({"keys", "generate", "--out", dir + "/release"});
   Ok({"keys", "generate", "--out", dir + "/other"});
   auto manifest = [&](std::string size) {
-    return std::vector<std::string>{"--model", "arm",    "--version", "1.5.0",  "--url",
-                                    "https://fw/a.bin", "--sha256", sha_,       "--size",
-                                    size,     "--counter", "15"};
+    return std::vector<std::string>{"--model",          "arm",      "--version", "1.5.0",  "--url",
+                                    "https://fw/a.bin", "--sha256", sha_,        "--size", size,
+                                    "--counter",        "15"};
   };
   auto with = [](std::vector<std::string> head, const std::vector<std::string>& tail) {
     head.insert(head.end(), tail.begin(), tail.end());
     return head;
   };
-  std::string signature = Ok(with({"release", "sign", "--key", dir + "/release.key"}, manifest("1024")));
+  std::string signature =
+      Ok(with({"release", "sign", "--key", dir + "/release.key"}, manifest("1024")));
   ASSERT_FALSE(signature.empty());
   signature.pop_back();  // the newline
   EXPECT_THAT(signature, testing::MatchesRegex("[0-9a-f]{16}:[A-Za-z0-9+/]{86}=="));
@@ -364,10 +366,10 @@ TEST_F(CliTest, ReleaseSignThenAddWithTheSignatureVerified) {
     EXPECT_EQ(txn.exec1("select count(*) from fleetwave.releases")[0].as<int>(), 0);
   }
 
-  EXPECT_THAT(Ok(with(with({"release", "add"}, manifest("1024")),
-                      {"--signature", signature, "--verify-key", dir + "/release.pub"})),
-              HasSubstr("added release arm 1.5.0 (active, signed by key " +
-                        signature.substr(0, 16) + ")"));
+  EXPECT_THAT(
+      Ok(with(with({"release", "add"}, manifest("1024")),
+              {"--signature", signature, "--verify-key", dir + "/release.pub"})),
+      HasSubstr("added release arm 1.5.0 (active, signed by key " + signature.substr(0, 16) + ")"));
   auto json = nlohmann::json::parse(Ok({"release", "list", "--json"}));
   ASSERT_EQ(json.size(), 1u);
   EXPECT_EQ(json[0]["counter"], 15);
@@ -480,8 +482,8 @@ TEST_F(ControllerFlagsTest, BrokerSecurityFlagsAreChecked) {
     return RunProcess(args, env);
   };
   for (const char* command : {"controller", "simulate"}) {
-    ProcessResult r = run({command}, {{"FLEETWAVE_MQTT", "tcp://127.0.0.1:1"},
-                                      {"FLEETWAVE_PLAIN_TCP", ""}});
+    ProcessResult r =
+        run({command}, {{"FLEETWAVE_MQTT", "tcp://127.0.0.1:1"}, {"FLEETWAVE_PLAIN_TCP", ""}});
     EXPECT_EQ(r.exit_code, 2) << command << r.err;
     EXPECT_THAT(r.err, HasSubstr("is plain TCP: unencrypted"));
     EXPECT_THAT(r.err, HasSubstr("--plain-tcp"));
@@ -497,8 +499,8 @@ TEST_F(ControllerFlagsTest, BrokerSecurityFlagsAreChecked) {
     EXPECT_THAT(r.err, HasSubstr("--tls-key"));
   }
   // Accepted: plain TCP with the flag gets as far as the database, and says what it means.
-  ProcessResult r = run({"controller", "--plain-tcp"}, {{"FLEETWAVE_MQTT", "tcp://127.0.0.1:1"},
-                                                        {"FLEETWAVE_PLAIN_TCP", ""}});
+  ProcessResult r = run({"controller", "--plain-tcp"},
+                        {{"FLEETWAVE_MQTT", "tcp://127.0.0.1:1"}, {"FLEETWAVE_PLAIN_TCP", ""}});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_THAT(r.err, HasSubstr("PLAIN TCP to the broker at tcp://127.0.0.1:1"));
   EXPECT_THAT(r.err, HasSubstr("cannot connect to PostgreSQL"));

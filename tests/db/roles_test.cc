@@ -58,8 +58,9 @@ class RolesTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!database_.has_app_role()) {
-      GTEST_SKIP() << "FLEETWAVE_DB_OWNER is not set, so the tests have one role only (scripts/test "
-                      "sets FLEETWAVE_DB_OWNER to the owner and FLEETWAVE_DB to the application)";
+      GTEST_SKIP()
+          << "FLEETWAVE_DB_OWNER is not set, so the tests have one role only (scripts/test "
+             "sets FLEETWAVE_DB_OWNER to the owner and FLEETWAVE_DB to the application)";
     }
   }
 
@@ -95,17 +96,18 @@ TEST_F(RolesTest, TheApplicationRoleIsNeitherOwnerNorPrivileged) {
   EXPECT_FALSE(me[3].as<bool>()) << "CREATEDB";
   EXPECT_FALSE(me[4].as<bool>()) << "BYPASSRLS";
   EXPECT_TRUE(me[5].as<bool>()) << "not a member of fleetwave_app";
-  EXPECT_EQ(txn.exec1("select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-                      "where n.nspname = 'fleetwave' and pg_has_role(c.relowner, 'USAGE')")[0]
-                .as<int>(),
-            0)
+  EXPECT_EQ(
+      txn.exec1("select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                "where n.nspname = 'fleetwave' and pg_has_role(c.relowner, 'USAGE')")[0]
+          .as<int>(),
+      0)
       << "owns (or inherits the owner of) an object of the schema";
   EXPECT_FALSE(txn.exec1("select pg_has_role(nspowner, 'USAGE') from pg_namespace "
                          "where nspname = 'fleetwave'")[0]
                    .as<bool>());
   EXPECT_FALSE(txn.exec1("select has_schema_privilege('fleetwave', 'CREATE')")[0].as<bool>());
-  EXPECT_FALSE(txn.exec1("select has_database_privilege(current_database(), 'CREATE')")[0]
-                   .as<bool>());
+  EXPECT_FALSE(
+      txn.exec1("select has_database_privilege(current_database(), 'CREATE')")[0].as<bool>());
 }
 
 // The rights of every table and view, exactly: has_table_privilege per privilege.
@@ -113,22 +115,21 @@ TEST_F(RolesTest, EveryTableHasExactlyTheExpectedRights) {
   auto conn = database_.Connect();
   pqxx::read_transaction txn(*conn);
   std::map<std::string, std::set<std::string>> actual;
-  for (const auto& row : txn.exec(
-           "select c.relname, p.priv, has_table_privilege(c.oid, p.priv) from pg_class c "
-           "join pg_namespace n on n.oid = c.relnamespace "
-           "cross join unnest(array['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', "
-           "  'REFERENCES', 'TRIGGER']) p(priv) "
-           "where n.nspname = 'fleetwave' and c.relkind in ('r', 'v', 'm', 'p')")) {
+  for (const auto& row :
+       txn.exec("select c.relname, p.priv, has_table_privilege(c.oid, p.priv) from pg_class c "
+                "join pg_namespace n on n.oid = c.relnamespace "
+                "cross join unnest(array['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', "
+                "  'REFERENCES', 'TRIGGER']) p(priv) "
+                "where n.nspname = 'fleetwave' and c.relkind in ('r', 'v', 'm', 'p')")) {
     auto& rights = actual[row[0].as<std::string>()];
     if (row[2].as<bool>()) rights.insert(row[1].as<std::string>());
   }
   EXPECT_EQ(actual, ExpectedRights());
   // Sequences: draw values (identity columns), never set them.
-  for (const auto& row :
-       txn.exec("select c.relname, has_sequence_privilege(c.oid, 'USAGE'), "
-                "  has_sequence_privilege(c.oid, 'UPDATE') from pg_class c "
-                "join pg_namespace n on n.oid = c.relnamespace "
-                "where n.nspname = 'fleetwave' and c.relkind = 'S'")) {
+  for (const auto& row : txn.exec("select c.relname, has_sequence_privilege(c.oid, 'USAGE'), "
+                                  "  has_sequence_privilege(c.oid, 'UPDATE') from pg_class c "
+                                  "join pg_namespace n on n.oid = c.relnamespace "
+                                  "where n.nspname = 'fleetwave' and c.relkind = 'S'")) {
     EXPECT_TRUE(row[1].as<bool>()) << row[0].as<std::string>();
     EXPECT_FALSE(row[2].as<bool>()) << row[0].as<std::string>();
   }
@@ -165,8 +166,7 @@ TEST_F(RolesTest, TheApplicationRoleMayNotTruncateAnything) {
         table == "rollout_targets")
       continue;  // views: TRUNCATE does not apply
     EXPECT_EQ(AsApp("truncate fleetwave." + table), "insufficient_privilege") << table;
-    EXPECT_EQ(AsApp("truncate fleetwave." + table + " cascade"), "insufficient_privilege")
-        << table;
+    EXPECT_EQ(AsApp("truncate fleetwave." + table + " cascade"), "insufficient_privilege") << table;
   }
 }
 
@@ -201,10 +201,8 @@ TEST_F(RolesTest, TheApplicationRoleMayNotWriteWhereItHasNoRight) {
   }
   // ... while what it does need works (rolled back by AsApp).
   for (const char* sql : {
-           "insert into fleetwave.events (kind) values ('test')",
-           "delete from fleetwave.telemetry",
-           "delete from fleetwave.rollout_order",
-           "select * from fleetwave.schema_migrations",
+           "insert into fleetwave.events (kind) values ('test')", "delete from fleetwave.telemetry",
+           "delete from fleetwave.rollout_order", "select * from fleetwave.schema_migrations",
            "select nextval('fleetwave.outbox_id_seq')",
            "create temp table staging (x int)",  // device import stages its rows so
        }) {
@@ -305,11 +303,12 @@ TEST_F(RolesTest, TheOwnerMigratesAndOwnsEverything) {
   auto owner = fresh.ConnectOwner();
   EXPECT_EQ(Migrator(*owner).Apply().size(), EmbeddedMigrations().size());
   pqxx::read_transaction txn(*owner);
-  EXPECT_EQ(txn.exec1("select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-                      "where n.nspname = 'fleetwave' and c.relowner <> "
-                      "(select oid from pg_roles where rolname = current_user)")[0]
-                .as<int>(),
-            0);
+  EXPECT_EQ(
+      txn.exec1("select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                "where n.nspname = 'fleetwave' and c.relowner <> "
+                "(select oid from pg_roles where rolname = current_user)")[0]
+          .as<int>(),
+      0);
   EXPECT_EQ(txn.exec1("select nspowner::regrole::text from pg_namespace "
                       "where nspname = 'fleetwave'")[0]
                 .as<std::string>(),
@@ -350,12 +349,13 @@ TEST_F(RolesTest, AMissingGroupRoleStopsMigrationWithTheLineToRun) {
         << e.what();
   }
   pqxx::read_transaction txn(*owner);
-  EXPECT_EQ(txn.exec1("select count(*) from fleetwave.schema_migrations where version >= 5")[0]
-                .as<int>(),
-            0)
+  EXPECT_EQ(
+      txn.exec1("select count(*) from fleetwave.schema_migrations where version >= 5")[0].as<int>(),
+      0)
       << "0005 is not recorded";
-  EXPECT_FALSE(txn.exec_params1("select exists (select from pg_roles where rolname = $1)", missing)[0]
-                   .as<bool>());
+  EXPECT_FALSE(
+      txn.exec_params1("select exists (select from pg_roles where rolname = $1)", missing)[0]
+          .as<bool>());
 }
 
 }  // namespace

@@ -174,8 +174,8 @@ struct Signed {
     std::string error;
     auto n = fleet::NoticeFromDocument(doc, &error);
     EXPECT_TRUE(n) << error;
-    doc["releaseSignature"] = fleet::ToJson(
-        {release_key.KeyId(), signing::SignRelease(release_key, n->manifest)});
+    doc["releaseSignature"] =
+        fleet::ToJson({release_key.KeyId(), signing::SignRelease(release_key, n->manifest)});
     n = fleet::NoticeFromDocument(doc, &error);
     n->key_id = notice_key.KeyId();
     doc["signature"] = fleet::ToJson({notice_key.KeyId(), signing::SignNotice(notice_key, *n)});
@@ -243,17 +243,16 @@ TEST(CheckSignedDocument, EachSignatureRefusalHasItsReason) {
     std::string error;
     auto n = fleet::NoticeFromDocument(no_release, &error);
     n->key_id = s.notice.secret_key.KeyId();
-    no_release["signature"] = fleet::ToJson(
-        {s.notice.secret_key.KeyId(), signing::SignNotice(s.notice.secret_key, *n)});
+    no_release["signature"] =
+        fleet::ToJson({s.notice.secret_key.KeyId(), signing::SignNotice(s.notice.secret_key, *n)});
   }
   EXPECT_EQ(s.Check(no_release), Reason::kUnsignedRelease);
   EXPECT_EQ(s.Check(Signed::Sign(CountedDocument(), stranger.secret_key, s.notice.secret_key)),
             Reason::kUnknownReleaseKey);
   // The controller's own key is not a release key: a compromised controller that signs a
   // manifest with the key it holds is refused.
-  EXPECT_EQ(
-      s.Check(Signed::Sign(CountedDocument(), s.notice.secret_key, s.notice.secret_key)),
-      Reason::kUnknownReleaseKey);
+  EXPECT_EQ(s.Check(Signed::Sign(CountedDocument(), s.notice.secret_key, s.notice.secret_key)),
+            Reason::kUnknownReleaseKey);
   // A release signature of another manifest, re-signed into a valid notice by the controller.
   Json swapped = CountedDocument(5, "3.0.0");
   swapped["releaseSignature"] = doc["releaseSignature"];
@@ -261,8 +260,8 @@ TEST(CheckSignedDocument, EachSignatureRefusalHasItsReason) {
     std::string error;
     auto n = fleet::NoticeFromDocument(swapped, &error);
     n->key_id = s.notice.secret_key.KeyId();
-    swapped["signature"] = fleet::ToJson(
-        {s.notice.secret_key.KeyId(), signing::SignNotice(s.notice.secret_key, *n)});
+    swapped["signature"] =
+        fleet::ToJson({s.notice.secret_key.KeyId(), signing::SignNotice(s.notice.secret_key, *n)});
   }
   EXPECT_EQ(s.Check(swapped), Reason::kBadReleaseSignature);
 
@@ -569,9 +568,10 @@ TEST_F(DeviceTest, ADownloadThatDoesNotMatchTheManifestFailsBeforeInstalling) {
     StartNextAnswer(Document());
     Accepted();
     Next();  // the download ends: checked against size and sha256
-    EXPECT_THAT(Take().back(),
-                testing::HasSubstr(std::string(R"({"status":"FAILED","statusDetails":{"reason":")") +
-                                   reason + "\"}"));
+    EXPECT_THAT(
+        Take().back(),
+        testing::HasSubstr(std::string(R"({"status":"FAILED","statusDetails":{"reason":")") +
+                           reason + "\"}"));
     Accepted();
     EXPECT_EQ(Machine().Version(d_.installed), "1.0.0");
     EXPECT_EQ(d_.boots, 1);  // nothing was installed or rebooted

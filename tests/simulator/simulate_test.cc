@@ -19,9 +19,9 @@
 
 #include "controller/engine.h"
 #include "controller/notice_signer.h"
+#include "db/registry.h"
 #include "fleet/signed_manifest.h"
 #include "signing/signing.h"
-#include "db/registry.h"
 #include "simulator/fleet_spec.h"
 #include "tests/support/process.h"
 #include "tests/support/test_database.h"
@@ -287,14 +287,18 @@ TEST_F(SimulateTest, SignedNoticesRollOutAndAReleaseTheReleaseKeyDidNotSignIsRef
     WriteFleetCsv(spec_, csv);
     ASSERT_TRUE(registry.ImportDevices(csv).ok());
     for (const std::string& model : spec_.models) {
-      fleet::Release r{model, "2.0.0", "https://fw.example/" + model + "-2.0.0.bin",
-                       std::string(64, 'a'), 1000, fleet::ReleaseState::kActive};
+      fleet::Release r{model,
+                       "2.0.0",
+                       "https://fw.example/" + model + "-2.0.0.bin",
+                       std::string(64, 'a'),
+                       1000,
+                       fleet::ReleaseState::kActive};
       r.counter = 7;
       // m1: the release key signed it. m2: only the controller's notice key did.
       const signing::SecretKey& signer =
           model == "m1" ? release_key.secret_key : notice_key.secret_key;
-      r.signature = fleet::Signature{signer.KeyId(),
-                                     signing::SignRelease(signer, fleet::ManifestOf(r))};
+      r.signature =
+          fleet::Signature{signer.KeyId(), signing::SignRelease(signer, fleet::ManifestOf(r))};
       registry.AddRelease(r);
     }
   }
@@ -309,9 +313,10 @@ TEST_F(SimulateTest, SignedNoticesRollOutAndAReleaseTheReleaseKeyDidNotSignIsRef
   trust.notice_keys.Add(notice_key.public_key);
   StartSimulator(kFastProfile, trust);
 
-  ASSERT_TRUE(WaitFor("select count(*) = 150 from fleetwave.devices where model = 'm1' and "
-                      "firmware = '2.0.0'",
-                      "every m1 device on the release the release key signed"));
+  ASSERT_TRUE(
+      WaitFor("select count(*) = 150 from fleetwave.devices where model = 'm1' and "
+              "firmware = '2.0.0'",
+              "every m1 device on the release the release key signed"));
   ASSERT_TRUE(
       WaitFor("select count(*) = 1 from fleetwave.rollouts r join fleetwave.releases "
               "rel on rel.id = r.release_id where rel.model = 'm2' and r.state = 'aborted'",
