@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -23,6 +24,7 @@
 #include "db/registry.h"
 #include "fleet/registry.h"
 #include "fleet/signed_manifest.h"
+#include "signing/key_file.h"
 #include "signing/signing.h"
 
 namespace controller {
@@ -52,6 +54,14 @@ void CheckBrokerSecurity(const Globals& g, const char* command) {
           "give both --tls-cert and --tls-key (the client certificate and its key), "
           "or neither");
     if (g.plain_tcp) throw UsageError("--plain-tcp contradicts --mqtt " + g.mqtt + " (TLS)");
+    if (!g.tls_key.empty()) {
+      try {  // the same refusal as for every secret key file: readable only by its owner
+        std::string key = signing::ReadKeyFile(g.tls_key, /*secret=*/true, 64 * 1024);
+        OPENSSL_cleanse(key.data(), key.size());
+      } catch (const signing::KeyFileError& err) {
+        throw UsageError(std::string("--tls-key: ") + err.what());
+      }
+    }
     return;
   }
   if (any_file)

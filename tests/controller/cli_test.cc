@@ -498,6 +498,17 @@ TEST_F(ControllerFlagsTest, BrokerSecurityFlagsAreChecked) {
     EXPECT_EQ(r.exit_code, 2) << command << r.err;
     EXPECT_THAT(r.err, HasSubstr("--tls-key"));
   }
+  // A TLS key others may read is refused like every secret key file.
+  const std::string dir = FreshDir("tls-key");
+  const std::string key = dir + "/client.key";
+  std::ofstream(key) << "-----BEGIN PRIVATE KEY-----\n";
+  ASSERT_EQ(chmod(key.c_str(), 0644), 0);
+  ProcessResult refused = run(
+      {"controller", "--tls-ca", "/etc/hostname", "--tls-cert", "/etc/hostname", "--tls-key", key},
+      {{"FLEETWAVE_MQTT", "ssl://127.0.0.1:1"}, {"FLEETWAVE_PLAIN_TCP", ""}});
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_THAT(refused.err, HasSubstr("--tls-key"));
+  EXPECT_THAT(refused.err, HasSubstr("chmod 600"));
   // Accepted: plain TCP with the flag gets as far as the database, and says what it means.
   ProcessResult r = run({"controller", "--plain-tcp"},
                         {{"FLEETWAVE_MQTT", "tcp://127.0.0.1:1"}, {"FLEETWAVE_PLAIN_TCP", ""}});
