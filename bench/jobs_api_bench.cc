@@ -38,6 +38,7 @@
 #include "db/jobs_store.h"
 #include "db/migrator.h"
 #include "db/registry.h"
+#include "fleet/plan.h"
 #include "simulator/fleet_spec.h"
 
 namespace {
@@ -269,16 +270,30 @@ int main(int argc, char** argv) {
     std::stringstream csv;
     simulator::WriteFleetCsv(spec, csv);
     db::Registry(*conn).ImportDevices(csv);
+    // A planned cycle whose one rollout runs its one wave over every device, and passes only
+    // when all of them succeeded: the engine in the controller leaves it alone (nothing to plan
+    // or queue, nothing to time out) while the devices are served.
+    fleet::Plan plan;
+    plan.waves = {{100, 0}};
+    plan.success_threshold_percent = 100;
+    plan.soak_seconds = 0;
+    const std::string plan_json = fleet::PlanToJson(plan);
     pqxx::work txn(*conn);
     txn.exec(
         "insert into fleetwave.releases (model, version, version_key, url, sha256, size) values "
-        "('bench','2.0.0','00200200~','https://fw/bench-2.0.0.bin', repeat('a',64), 1000);"
-        "insert into fleetwave.cycles default values;"
-        "insert into fleetwave.rollouts (id, cycle_id, release_id, job_document) "
-        "select '" +
-        kJob +
-        "', c.id, r.id, '{\"operation\":\"firmware.update\"}' "
-        "from fleetwave.cycles c, fleetwave.releases r");
+        "('bench','2.0.0','00200200~','https://fw/bench-2.0.0.bin', repeat('a',64), 1000)");
+    txn.exec_params("insert into fleetwave.cycles (planned_at, plan) values (now(), $1::jsonb)",
+                    plan_json);
+    txn.exec_params(
+        "insert into fleetwave.rollouts (id, cycle_id, release_id, job_document, plan, total, "
+        "  current_wave) "
+        "select $1, c.id, r.id, '{\"operation\":\"firmware.update\"}', $2::jsonb, $3, 1 "
+        "from fleetwave.cycles c, fleetwave.releases r",
+        kJob, plan_json, spec.devices);
+    txn.exec_params(
+        "insert into fleetwave.waves (rollout_id, wave, planned, state, started_at, queued) "
+        "values ($1, 1, $2, 'running', now(), $2)",
+        kJob, spec.devices);
     txn.commit();
   }
   for (int64_t i = 0; i < spec.devices; ++i)
@@ -297,8 +312,11 @@ int main(int argc, char** argv) {
   pid_t controller = fork();
   if (controller == 0) {
     setenv("FLEETWAVE_DB", conninfo.c_str(), 1);
-    std::vector<std::string> args = {binary, "controller",  "--http",
-                                     "off",  "--client-id", "fleetwave-bench"};
+    // A client id of its own: a persistent session left in the broker by an earlier run would
+    // hand this controller that run's unanswered requests.
+    std::vector<std::string> args = {binary,        "controller",
+                                     "--http",      "off",
+                                     "--client-id", "fleetwave-bench-" + std::to_string(getpid())};
     args.insert(args.end(), controller_args.begin(), controller_args.end());
     std::vector<char*> argv_c;
     for (auto& a : args) argv_c.push_back(a.data());

@@ -106,6 +106,19 @@ void WriteCert(const std::string& path, X509* cert) {
   signing::CreateKeyFile(path, PemOf(bio.get()), 0644);
 }
 
+// The key first: if the certificate cannot be written, the key is removed again, so a retry
+// starts clean rather than tripping over a half-made pair.
+void WriteKeyAndCert(const std::string& key_path, EVP_PKEY* key, const std::string& cert_path,
+                     X509* cert) {
+  WriteKey(key_path, key);
+  try {
+    WriteCert(cert_path, cert);
+  } catch (...) {
+    ::unlink(key_path.c_str());
+    throw;
+  }
+}
+
 // Never prompts on a terminal for a passphrase: an encrypted key is simply not readable here.
 int NoPassphrase(char*, int, int, void*) { return -1; }
 
@@ -293,15 +306,7 @@ void CreateCa(const std::string& key_path, const std::string& cert_path,
   AddExtension(cert.get(), &ctx, NID_authority_key_identifier, "keyid:always");
   if (X509_sign(cert.get(), key.get(), EVP_sha256()) <= 0) Fail("cannot sign the CA certificate");
 
-  // The key first: if the certificate cannot be written, the key is removed again, so a retry
-  // starts clean rather than tripping over a half-made CA.
-  WriteKey(key_path, key.get());
-  try {
-    WriteCert(cert_path, cert.get());
-  } catch (...) {
-    ::unlink(key_path.c_str());
-    throw;
-  }
+  WriteKeyAndCert(key_path, key.get(), cert_path, cert.get());
 }
 
 void IssueCertificate(const std::string& ca_key_path, const std::string& ca_cert_path,
@@ -351,13 +356,7 @@ void IssueCertificate(const std::string& ca_key_path, const std::string& ca_cert
   AddExtension(cert.get(), &ctx, NID_authority_key_identifier, "keyid:always");
   if (X509_sign(cert.get(), ca_key.get(), EVP_sha256()) <= 0) Fail("cannot sign the certificate");
 
-  WriteKey(key_path, key.get());
-  try {
-    WriteCert(cert_path, cert.get());
-  } catch (...) {
-    ::unlink(key_path.c_str());
-    throw;
-  }
+  WriteKeyAndCert(key_path, key.get(), cert_path, cert.get());
 }
 
 std::optional<std::string> VerifyIssuedBy(const std::string& ca_cert_path,

@@ -3,11 +3,13 @@
 #include "mqtt/client.h"
 
 #include <gtest/gtest.h>
+
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "tests/support/eventually.h"
 
 #include <algorithm>
 #include <atomic>
@@ -30,19 +32,8 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-// Generous deadlines: they bound a failing test, a passing one never waits for them.
-constexpr milliseconds kDeadline{15000};
-
-// Polls `cond` until it holds or `timeout` passes. For conditions only observable through
-// stats(); messages are awaited with Receive's own wait.
-bool Eventually(const std::function<bool()>& cond, milliseconds timeout = kDeadline) {
-  const auto deadline = Clock::now() + timeout;
-  while (!cond()) {
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(milliseconds(2));
-  }
-  return true;
-}
+using testing_support::Eventually;
+using testing_support::kDeadline;
 
 // Receives until `n` messages arrived or `timeout` passed.
 std::vector<Message> ReceiveN(Client& c, size_t n, milliseconds timeout = kDeadline) {

@@ -23,6 +23,7 @@
 
 #include "mqtt/client.h"
 #include "mqtt/topics.h"
+#include "tests/support/eventually.h"
 #include "tests/support/process.h"
 
 namespace {
@@ -34,17 +35,8 @@ using testing_support::FleetwaveBinary;
 using testing_support::ProcessResult;
 using testing_support::RunProcess;
 
-// Bounds a failing test; a passing one never waits for it.
-constexpr milliseconds kDeadline{15000};
-
-bool Eventually(const std::function<bool()>& cond, milliseconds timeout = kDeadline) {
-  const auto deadline = Clock::now() + timeout;
-  while (!cond()) {
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(milliseconds(5));
-  }
-  return true;
-}
+using testing_support::Eventually;
+using testing_support::kDeadline;
 
 int FreePort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
