@@ -63,6 +63,8 @@ struct Flags {
   double duration_seconds = 0;
   double until_idle_seconds = 0;
   bool json = false;
+  std::string tls_cert;  // the simulator's identity, when it is not the global --tls-cert's
+  std::string tls_key;
   std::vector<std::string> release_keys;  // public key files
   std::vector<std::string> notice_keys;
 };
@@ -226,7 +228,12 @@ void PrintSummary(const Json& s) {
               n("messagesOut"), n("messagesPerSecond"), n("peakRssKb") / 1024.0);
 }
 
-void Run(const Globals& g, Flags& f) {
+void Run(const Globals& global, Flags& f) {
+  Globals g = global;
+  if (!f.tls_cert.empty() || !f.tls_key.empty()) {
+    g.tls_cert = f.tls_cert;
+    g.tls_key = f.tls_key;
+  }
   f.o.mqtt_uri = g.mqtt;
   f.o.tls_ca_file = g.tls_ca;
   f.o.tls_cert_file = g.tls_cert;
@@ -339,6 +346,14 @@ void AddSimulate(CLI::App& app, Globals& g) {
   cmd->add_option("--duration-seconds", f->duration_seconds, "Stop after this long (0: never)");
   cmd->add_option("--until-idle-seconds", f->until_idle_seconds,
                   "Stop once no device sent or received a jobs message for this long (0: never)");
+  // Its own flags and variables: a shell set up for the controller (scripts/stack env) holds the
+  // controller's identity in FLEETWAVE_TLS_CERT, which may not play devices.
+  cmd->add_option("--tls-cert", f->tls_cert,
+                  "The simulator's client certificate (an identity the broker's ACL lets play "
+                  "devices; default: the global --tls-cert)")
+      ->envname("FLEETWAVE_SIM_TLS_CERT");
+  cmd->add_option("--tls-key", f->tls_key, "Its key (PEM, mode 0600)")
+      ->envname("FLEETWAVE_SIM_TLS_KEY");
   cmd->add_option("--trust-release-key", f->release_keys,
                   "Public release key file the devices trust (repeat it to trust several, e.g. "
                   "while rotating); with it devices refuse unsigned or badly signed notices")
