@@ -261,7 +261,7 @@ int main(int argc, char** argv) {
 
   // The fleet, a release, a rollout, and one QUEUED execution per device.
   simulator::FleetSpec spec;
-  spec.devices = devices + latency_devices;
+  spec.devices = devices + latency_devices + 1;  // the last one only checks the controller is up
   spec.models = {"bench"};
   spec.id_prefix = "b";
   std::vector<std::string> things;
@@ -326,13 +326,21 @@ int main(int argc, char** argv) {
   }
 
   std::vector<std::string> throughput_things(things.begin(), things.begin() + devices);
-  std::vector<std::string> latency_things(things.begin() + devices, things.end());
+  std::vector<std::string> latency_things(things.begin() + devices, things.end() - 1);
   Json figures = {{"benchmark", "jobs_api"}};
 
-  // Warm-up: wait until the controller answers (its subscriptions are in place).
-  {
-    Phase warm({throughput_things[0]}, broker, 1, 0);
+  // Warm-up: ask with a device of its own until the controller answers, so that its
+  // subscriptions are in place (a request published before they are is lost, and a phase does
+  // not send a request twice).
+  for (int attempt = 0;; ++attempt) {
+    Phase warm({things.back()}, broker, 1, 0);
     if (!warm.Ready()) return 1;
+    warm.Run(std::chrono::seconds(1));
+    if (warm.requests() > 0) break;
+    if (attempt == 60) {
+      std::fprintf(stderr, "bench/jobs_api: the controller did not answer within a minute\n");
+      return 1;
+    }
   }
 
   DbStats before = ReadDbStats(conninfo);
