@@ -276,8 +276,11 @@ void HeadlessBrowser::ReapCrashHandlers() {
     if (ppid != getpid() || stat.compare(open + 1, 15, "chrome_crashpad") != 0) continue;
     const pid_t pid = std::stoi(name);
     if (state != 'Z') {
+      // An exiting process has already lost its command line (empty) but is not a zombie yet:
+      // it is ours to reap as well, and waitpid returns as soon as it is one.
       const std::string cmdline = ReadProcFile(entry.path() / "cmdline");
-      if (cmdline.find(dir_ + "/") == std::string::npos) continue;  // another browser's
+      if (!cmdline.empty() && cmdline.find(dir_ + "/") == std::string::npos)
+        continue;  // another browser's
       kill(pid, SIGKILL);  // safe by pid: an unreaped child's pid cannot be reused
     }
     waitpid(pid, nullptr, 0);
