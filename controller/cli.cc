@@ -314,6 +314,13 @@ void AddRelease(CLI::App& parent, Globals& g) {
   auto* release = parent.add_subcommand("release", "Publish and control firmware releases");
   release->require_subcommand(1);
 
+  // A signed manifest's counter must be above the factory firmware's (0), or no device installs it.
+  auto require_signed_counter = [](const fleet::Release& r) {
+    if (r.counter < 1)
+      throw UsageError(
+          "--counter must be at least 1 for a signed release: devices refuse a manifest whose "
+          "counter is not above the one they run (0 for the firmware they shipped with)");
+  };
   // The manifest's flags, the same for `add` and `sign`.
   auto manifest_options = [](CLI::App* cmd, fleet::Release& r) {
     cmd->add_option("--model", r.model, "Hardware model")->required();
@@ -347,12 +354,13 @@ void AddRelease(CLI::App& parent, Globals& g) {
     cmd->add_option("--verify-key", *verify_key,
                     "Public release key file: refuse the release unless --signature verifies "
                     "with it");
-    cmd->callback([&g, r, signature, verify_key] {
+    cmd->callback([&g, r, signature, verify_key, require_signed_counter] {
       Require(fleet::CheckRelease(*r));
       if (!signature->empty()) {
         std::string error;
         r->signature = fleet::ParseSignature(*signature, &error);
         if (!r->signature) throw UsageError("--signature: " + error);
+        require_signed_counter(*r);
       }
       if (!verify_key->empty()) {
         if (!r->signature)
@@ -394,8 +402,9 @@ void AddRelease(CLI::App& parent, Globals& g) {
     auto key_file = std::make_shared<std::string>();
     cmd->add_option("--key", *key_file, "Secret release key file (fleetwave keys generate)")
         ->required();
-    cmd->callback([r, key_file] {
+    cmd->callback([r, key_file, require_signed_counter] {
       Require(fleet::CheckRelease(*r));
+      require_signed_counter(*r);
       std::optional<signing::SecretKey> key;
       try {
         key.emplace(signing::LoadSecretKeyFile(*key_file));

@@ -328,10 +328,10 @@ TEST_F(CliTest, ReleaseSignThenAddWithTheSignatureVerified) {
   const std::string dir = FreshDir("sign");
   Ok({"keys", "generate", "--out", dir + "/release"});
   Ok({"keys", "generate", "--out", dir + "/other"});
-  auto manifest = [&](std::string size) {
+  auto manifest = [&](std::string size, std::string counter = "15") {
     return std::vector<std::string>{"--model",          "arm",      "--version", "1.5.0",  "--url",
                                     "https://fw/a.bin", "--sha256", sha_,        "--size", size,
-                                    "--counter",        "15"};
+                                    "--counter",        counter};
   };
   auto with = [](std::vector<std::string> head, const std::vector<std::string>& tail) {
     head.insert(head.end(), tail.begin(), tail.end());
@@ -356,6 +356,10 @@ TEST_F(CliTest, ReleaseSignThenAddWithTheSignatureVerified) {
   Usage(with(with({"release", "add"}, manifest("1024")), {"--verify-key", dir + "/release.pub"}),
         {"--verify-key needs --signature"});
   Usage(with(with({"release", "add"}, manifest("1024")), {"--counter", "-1"}), {"counter"});
+  Usage(with({"release", "sign", "--key", dir + "/release.key"}, manifest("1024", "0")),
+        {"--counter must be at least 1 for a signed release"});
+  Usage(with(with({"release", "add"}, manifest("1024", "0")), {"--signature", signature}),
+        {"--counter must be at least 1 for a signed release"});
   chmod((dir + "/other.key").c_str(), 0640);
   Usage(with({"release", "sign", "--key", dir + "/other.key"}, manifest("1024")),
         {"--key", "other.key"});
