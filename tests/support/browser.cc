@@ -280,7 +280,7 @@ void HeadlessBrowser::ReapCrashHandlers() {
       // it is ours to reap as well, and waitpid returns as soon as it is one.
       const std::string cmdline = ReadProcFile(entry.path() / "cmdline");
       if (!cmdline.empty() && cmdline.find(dir_ + "/") == std::string::npos)
-        continue;  // another browser's
+        continue;          // another browser's
       kill(pid, SIGKILL);  // safe by pid: an unreaped child's pid cannot be reused
     }
     waitpid(pid, nullptr, 0);
