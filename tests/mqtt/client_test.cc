@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "tests/support/eventually.h"
+#include "tests/support/process.h"
 
 #include <algorithm>
 #include <atomic>
@@ -511,7 +512,7 @@ class PrivateBroker {
     for (const char* p : {"/usr/sbin/mosquitto", "/usr/bin/mosquitto"}) {
       if (access(p, X_OK) == 0) binary_ = p;
     }
-    port_ = FreePort();
+    port_ = testing_support::FreeLoopbackPort();
     dir_ = std::filesystem::temp_directory_path() / ("fwtest-mosquitto-" + Unique());
     std::filesystem::create_directories(dir_);
     std::filesystem::permissions(dir_, std::filesystem::perms(0755));
@@ -543,21 +544,6 @@ class PrivateBroker {
   }
 
  private:
-  static int FreePort() {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    int port = -1;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0 &&
-        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-      port = ntohs(addr.sin_port);
-    }
-    close(fd);
-    return port;
-  }
-
   std::string binary_;
   int port_ = -1;
   std::filesystem::path dir_;

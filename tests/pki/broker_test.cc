@@ -38,19 +38,7 @@ using testing_support::RunProcess;
 using testing_support::Eventually;
 using testing_support::kDeadline;
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-    port = ntohs(addr.sin_port);
-  close(fd);
-  return port;
-}
+using testing_support::FreeLoopbackPort;
 
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path);
@@ -70,7 +58,7 @@ class TlsBroker {
     if (!mkdtemp(pattern.data())) return;
     dir_ = pattern;
     std::filesystem::permissions(dir_, std::filesystem::perms(0755));
-    port_ = FreePort();
+    port_ = FreeLoopbackPort();
     Run({"ca", "init", "--dir", Path("ca"), "--days", "2"});
     Run({"ca", "init", "--dir", Path("other-ca"), "--name", "an impostor CA"});
     for (const char* id : {"dev-a", "dev-b", "fleetwave-controller"})

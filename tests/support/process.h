@@ -44,4 +44,8 @@ class BackgroundProcess {
 // Path of the fleetwave binary under test.
 std::string FleetwaveBinary();
 
+// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picked it), for a server a test
+// starts itself; -1 when none could be had.
+int FreeLoopbackPort();
+
 }  // namespace testing_support
