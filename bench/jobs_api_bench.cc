@@ -8,6 +8,7 @@
 // Prints requests/s, p50/p99 latency, commits/s and rows per commit, controller CPU, and writes
 // them as JSON. Targets (issue 3): >= 5,000 requests/s sustained; p99 < 50 ms at 1,000/s.
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -311,6 +312,7 @@ int main(int argc, char** argv) {
 
   pid_t controller = fork();
   if (controller == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);  // a benchmark that dies takes its controller with it
     setenv("FLEETWAVE_DB", conninfo.c_str(), 1);
     // A client id of its own: a persistent session left in the broker by an earlier run would
     // hand this controller that run's unanswered requests.

@@ -1,9 +1,9 @@
 // bench/rollout: a whole rollout, end to end, on the local stack.
 //
-// Registers a fleet of one model on 1.0.0, plays it with the simulator (in this process, over
-// libmosquitto), starts `fleetwave controller --plan` as its own process (waves 1/10/50/100 %,
-// no soak, no health gate), then publishes release 2.0.0 and waits until every device reports
-// SUCCEEDED. Prints, and writes as JSON: wall time from the first notice (the first execution
+// Registers a fleet of one model on 1.0.0, starts `fleetwave controller --plan` as its own
+// process (waves 1/10/50/100 %, no soak, no health gate), plays the fleet with the simulator (in
+// this process, over libmosquitto) until every device's boot request is answered, then publishes
+// release 2.0.0 and waits until every device reports SUCCEEDED. Prints, and writes as JSON: wall time from the first notice (the first execution
 // queued: its notice commits with it) to the last SUCCEEDED, devices/s, MQTT messages/s through
 // the broker (counted at the devices: every request and answer, notice and telemetry report
 // crosses the broker once), controller CPU seconds and peak RSS, simulator CPU seconds, database
@@ -11,6 +11,7 @@
 // as many QoS 1 messages, and the ratio of the two rates.
 // Targets (issue 5): 100,000 devices in at most 120 s; controller peak RSS at most 150 MB.
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,7 +45,10 @@
 namespace {
 
 using bench::CpuSeconds;
+using bench::MachineBusySeconds;
 using bench::PeakRssKb;
+using bench::PidFromFile;
+using bench::TreeCpuSeconds;
 
 using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
@@ -78,12 +82,13 @@ pid_t StartController(const std::string& binary, const std::string& conninfo,
   std::fflush(stdout);  // or the child's freopen writes our buffered output again
   pid_t pid = fork();
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);  // a benchmark that dies takes its controller with it
     setenv("FLEETWAVE_DB", conninfo.c_str(), 1);
     std::FILE* log = std::freopen(log_path.c_str(), "w", stdout);
     if (log) dup2(fileno(stdout), STDERR_FILENO);
     std::vector<std::string> args = {
         binary,   "controller", "--http",      "off",
-        "--plan", plan_path,    "--client-id", "fleetwave-bench-rollout"};
+        "--plan", plan_path,    "--client-id", "fleetwave-bench-rollout-" + std::to_string(getpid())};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -185,21 +190,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench/rollout: %s\n", problem->c_str());
     return 2;
   }
-  simulator::Simulator sim(so);
-  auto t = Clock::now();
-  sim.Start();
-  if (!sim.WaitReady(std::chrono::seconds(deadline_seconds))) {
-    std::fprintf(stderr, "bench/rollout: the simulator did not subscribe its devices in time\n");
-    return 1;
-  }
-  std::printf("simulator ready (every device subscribed) in %.1f s\n", Since(t));
-
+  // The controller first, then the fleet: every device's start-next at boot is answered (no
+  // job yet), so the rollout starts from a fleet at rest, as it would in the field. (Devices
+  // that booted before the controller subscribed would ask again 30-45 s later, a storm of
+  // 100,000 requests in the middle of the rollout.)
   const pid_t controller = StartController(binary, conninfo, plan_path, controller_log);
   auto scalar = [&](const std::string& sql) {
     pqxx::nontransaction txn(*conn);
     return txn.exec1(sql)[0].as<int64_t>();
   };
-  t = Clock::now();
+  auto t = Clock::now();
   while (scalar("select count(*) from fleetwave.cycles") == 0) {
     if (Since(t) > 60) {
       std::fprintf(stderr, "bench/rollout: the controller started no cycle (log: %s)\n",
@@ -210,6 +210,41 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 
+  simulator::Simulator sim(so);
+  t = Clock::now();
+  sim.Start();
+  if (!sim.WaitReady(std::chrono::seconds(deadline_seconds))) {
+    std::fprintf(stderr, "bench/rollout: the simulator did not subscribe its devices in time\n");
+    kill(controller, SIGKILL);
+    return 1;
+  }
+  std::printf("simulator ready (every device subscribed) in %.1f s\n", Since(t));
+  // At rest: every device has its answer to the start-next it sent at boot.
+  auto at_rest = [&] {
+    const simulator::Tally tally = sim.progress().tally;
+    return tally[simulator::Count::kAnswers] >= devices - tally[simulator::Count::kOffline];
+  };
+  while (!at_rest()) {
+    if (Since(t) > deadline_seconds) {
+      std::fprintf(stderr, "bench/rollout: the devices' boot requests were not answered (log: %s)\n",
+                   controller_log.c_str());
+      kill(controller, SIGKILL);
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::printf("fleet at rest (every boot request answered) after %.1f s\n", Since(t));
+
+  // The broker and the database, found by their pid files in the bench stack (0: unknown).
+  pid_t mosquitto = 0, postgres = 0;
+  if (const char* dir = std::getenv("FLEETWAVE_BENCH_STACK_DIR")) {
+    mosquitto = PidFromFile(std::string(dir) + "/mosquitto/mosquitto.pid");
+    postgres = PidFromFile(std::string(dir) + "/postgres/data/postmaster.pid");
+  }
+  auto server_cpu = [](pid_t pid) { return pid > 0 ? TreeCpuSeconds(pid) : 0.0; };
+  const double mosquitto_cpu_before = server_cpu(mosquitto);
+  const double postgres_cpu_before = server_cpu(postgres);
+  const double machine_cpu_before = MachineBusySeconds();
   const DbStats db_before = ReadDbStats(*conn);
   const double controller_cpu_before = CpuSeconds(controller);
   const double sim_cpu_before = ProcessCpuSeconds();
@@ -240,6 +275,9 @@ int main(int argc, char** argv) {
   const double controller_cpu = CpuSeconds(controller) - controller_cpu_before;
   const int64_t controller_rss_kb = PeakRssKb(controller);
   const double sim_cpu = ProcessCpuSeconds() - sim_cpu_before;
+  const double mosquitto_cpu = server_cpu(mosquitto) - mosquitto_cpu_before;
+  const double postgres_cpu = server_cpu(postgres) - postgres_cpu_before;
+  const double machine_cpu = MachineBusySeconds() - machine_cpu_before;
   const simulator::Progress sim_after = sim.progress();
   const DbStats db_after = ReadDbStats(*conn);
   double seconds = 0;
@@ -301,6 +339,25 @@ int main(int argc, char** argv) {
       controller_rss_kb / 1024.0, sim_cpu, static_cast<long long>(commits), rows_per_commit);
   std::printf("release published to last device finished: %.1f s; %lld SUCCEEDED\n",
               wall_from_release, static_cast<long long>(succeeded));
+  std::printf(
+      "CPU from release to last finished: machine %.1f core-s of %.1f (%u cores); controller "
+      "%.1f, simulator %.1f, Mosquitto %.1f, PostgreSQL %.1f\n",
+      machine_cpu, wall_from_release * std::thread::hardware_concurrency(),
+      std::thread::hardware_concurrency(), controller_cpu, sim_cpu, mosquitto_cpu, postgres_cpu);
+  {
+    // What the devices saw, per device: where the messages come from.
+    auto per_device = [&](simulator::Count c) {
+      return static_cast<double>(sim_after.tally[c] - sim_before.tally[c]) /
+             static_cast<double>(std::max<int64_t>(1, devices));
+    };
+    std::printf(
+        "per device: %.2f messages; %.2f notices (%.2f duplicates), %.2f requests (%.2f resent), "
+        "%.2f answers\n",
+        static_cast<double>(messages) / static_cast<double>(std::max<int64_t>(1, devices)),
+        per_device(simulator::Count::kNotices), per_device(simulator::Count::kDuplicates),
+        per_device(simulator::Count::kRequests), per_device(simulator::Count::kResent),
+        per_device(simulator::Count::kAnswers));
+  }
   if (baseline_seconds > 0)
     std::printf(
         "baseline: %lld QoS 1 messages by a raw Paho publish loop in %.1f s = %.0f/s; "
@@ -330,6 +387,9 @@ int main(int argc, char** argv) {
       {"controller_cpu_seconds", controller_cpu},
       {"controller_peak_rss_mb", controller_rss_kb / 1024.0},
       {"simulator_cpu_seconds", sim_cpu},
+      {"mosquitto_cpu_seconds", mosquitto_cpu},
+      {"postgresql_cpu_seconds", postgres_cpu},
+      {"machine_busy_cpu_seconds", machine_cpu},
       {"database_commits", commits},
       {"database_rows_per_commit", rows_per_commit},
       {"baseline",
