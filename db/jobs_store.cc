@@ -32,7 +32,8 @@ constexpr const char* kLoadSql =
     "  union all "
     "  select e.* from fleetwave.job_executions e "
     "  join (select x->>0 as job_id, x->>1 as thing from jsonb_array_elements($2::jsonb) x) n "
-    "    on e.job_id = n.job_id and e.thing_name = n.thing) "
+    "    on e.job_id = n.job_id and e.thing_name = n.thing "
+    "  where e.status not in ('QUEUED', 'IN_PROGRESS')) "
     "select e.job_id, e.thing_name, e.status, e.status_details::text, e.version_number, "
     "  e.execution_number, extract(epoch from e.queued_at)::bigint, "
     "  extract(epoch from e.started_at)::bigint, extract(epoch from e.last_updated_at)::bigint, "
@@ -97,9 +98,9 @@ constexpr const char* kWriteSql =
     "  select x.topic, x.payload "
     "  from jsonb_to_recordset($3::jsonb) as x(topic text, payload text) returning id, topic), "
     "sent as ("
-    "  update fleetwave.outbox set sent_at = now(), attempts = attempts + 1 "
+    "  delete from fleetwave.outbox "
     "  where id = any(array(select jsonb_array_elements_text($5::jsonb)::bigint)) "
-    "    and sent_at is null returning 1), "
+    "  returning 1), "
     "stored as ("
     "  insert into fleetwave.telemetry (thing_name, firmware, payload) "
     "  select thing, firmware, payload::jsonb from reports returning 1) "
@@ -155,8 +156,9 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch) {
     snapshot.known_things.insert(id.get<std::string>());
 
   // Two index-friendly halves: a device's pending executions (the partial pending index) and
-  // the executions requests name (the primary key). An OR of the two would scan the table.
-  // An execution in both halves comes twice and is kept once.
+  // the executions requests name (the primary key) that are no longer pending (every named
+  // thing is among `things`, so its pending ones come with the first half). An OR of the two
+  // would scan the table. Kept once should one still come twice.
   auto rows = txn.exec_prepared("fleetwave_jobs_load", things.dump(), named.dump());
   std::set<std::pair<std::string, std::string>> seen;
   for (const auto& row : rows) {

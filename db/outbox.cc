@@ -47,8 +47,7 @@ void Outbox::MarkSent(const std::vector<int64_t>& ids) {
   Guarded([&](pqxx::connection& conn) {
     pqxx::work txn(conn);
     txn.exec_params(
-        "update fleetwave.outbox set sent_at = now(), attempts = attempts + 1 "
-        "where id = any($1::bigint[]) and sent_at is null",
+        "delete from fleetwave.outbox where id = any($1::bigint[])",
         list);
     txn.commit();
     return 0;

@@ -1,5 +1,6 @@
 // The outbox: notices written in the same transaction as the change that caused them, read
-// back in order by the relay, and marked sent once the broker has acknowledged them.
+// back in order by the relay, and deleted ("marked sent") once the broker has acknowledged them:
+// it holds only what is still to be delivered.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +27,7 @@ class Outbox {
   // The oldest unsent notices written at least `min_age_seconds` ago, at most `limit`.
   // Throws Unavailable when the database is down.
   std::vector<OutboxEntry> Unsent(int64_t limit, int64_t min_age_seconds = 0);
-  // Marks notices sent (idempotent).
+  // Deletes notices the broker acknowledged (idempotent).
   void MarkSent(const std::vector<int64_t>& ids);
   int64_t Depth();
 

@@ -337,8 +337,10 @@ void DeviceMachine::Resend(DeviceState& d, int64_t index, const Now& now,
                            std::vector<Publish>* out) {
   Publish& p = out->emplace_back();
   if (d.phase == Phase::kAsking) {
+    // The step it starts with goes with the request: the execution it starts is IN_PROGRESS
+    // "downloading" from then on, and that step needs no report of its own (StartJob).
     p.suffix = "jobs/start-next";
-    p.payload = "{\"clientToken\":\"";
+    p.payload = R"({"statusDetails":{"step":"downloading"},"clientToken":")";
     AppendNumber(&p.payload, d.token);
     p.payload += "\"}";
   } else {
@@ -528,13 +530,17 @@ void DeviceMachine::StartJob(DeviceState& d, int64_t index, const nlohmann::json
     return;
   }
   d.step = Step::kDownload;
-  BeginStep(d, index, now, out);
+  // Started by this start-next, the execution already says "downloading" (an execution resumed
+  // IN_PROGRESS keeps the details of its last report, and gets the report again).
+  const Json* details = Field(e, "statusDetails");
+  const std::string* step = details && details->is_object() ? StringField(*details, "step") : nullptr;
+  BeginStep(d, index, now, out, /*reported=*/step && *step == kStepNames[0]);
 }
 
 void DeviceMachine::BeginStep(DeviceState& d, int64_t index, const Now& now,
-                              std::vector<Publish>* out) {
+                              std::vector<Publish>* out, bool reported) {
   const UpdateBehaviour& u = Update(index, d.target);
-  if (u.report_steps) {
+  if (u.report_steps && !reported) {
     d.report = Report::kProgress;
     SendUpdate(d, index, now, out);
     return;

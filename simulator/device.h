@@ -3,10 +3,12 @@
 // threads: simulator/simulate.cc feeds it from MQTT, the tests feed it directly.
 //
 // The device behaves as an AWS IoT Device SDK jobs client does (DESIGN §2): at start, on every
-// new notify-next and after a reconnect it asks start-next; it checks the job document
-// (CheckJobDocument) and reports REJECTED with the reason, or walks the steps downloading ->
-// installing -> rebooting (each announced as IN_PROGRESS {"step"} when the profile says so) and
-// reports SUCCEEDED {"firmware"} or FAILED {"reason"}. It awaits the answer to each request
+// new notify-next and after a reconnect it asks start-next with statusDetails {"step":
+// "downloading"} (the first step, so the execution it starts says so without a report of its
+// own); it checks the job document (CheckJobDocument) and reports REJECTED with the reason, or
+// walks the steps downloading -> installing -> rebooting (each announced as IN_PROGRESS {"step"}
+// when the profile says so, unless the execution already shows it) and reports SUCCEEDED
+// {"firmware"} or FAILED {"reason"}. It awaits the answer to each request
 // before the next (an unanswered one is sent again with the same clientToken after the
 // profile's requestTimeoutSeconds, doubling up to 8 times that while unanswered), dedupes notices
 // by (jobId, executionNumber), and publishes health telemetry every telemetry interval.
@@ -252,7 +254,9 @@ class DeviceMachine {
   void GoIdle(DeviceState& d, int64_t index, const Now& now, std::vector<Publish>* out);
   void StartJob(DeviceState& d, int64_t index, const nlohmann::json& execution, const Now& now,
                 std::vector<Publish>* out);
-  void BeginStep(DeviceState& d, int64_t index, const Now& now, std::vector<Publish>* out);
+  // `reported`: the execution already shows this step (no IN_PROGRESS report is sent for it).
+  void BeginStep(DeviceState& d, int64_t index, const Now& now, std::vector<Publish>* out,
+                 bool reported = false);
   void FinishStep(DeviceState& d, int64_t index, const Now& now, std::vector<Publish>* out);
   void Refuse(DeviceState& d, int64_t index, Report report, Reason reason, const Now& now,
               std::vector<Publish>* out);

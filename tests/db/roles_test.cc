@@ -37,7 +37,7 @@ const std::map<std::string, std::set<std::string>>& ExpectedRights() {
       {"rollouts", {"SELECT", "INSERT", "UPDATE"}},
       {"waves", {"SELECT", "INSERT", "UPDATE"}},
       {"job_executions", {"SELECT", "INSERT", "UPDATE"}},
-      {"outbox", {"SELECT", "INSERT", "UPDATE"}},
+      {"outbox", {"SELECT", "INSERT", "UPDATE", "DELETE"}},
       {"leases", {"SELECT", "INSERT", "UPDATE"}},
       {"approvals", {"SELECT", "INSERT", "UPDATE"}},
       {"events", {"SELECT", "INSERT"}},
@@ -188,7 +188,6 @@ TEST_F(RolesTest, TheApplicationRoleMayNotWriteWhereItHasNoRight) {
            "delete from fleetwave.rollouts",
            "delete from fleetwave.waves",
            "delete from fleetwave.job_executions",
-           "delete from fleetwave.outbox",
            "delete from fleetwave.leases",
            "delete from fleetwave.approvals",
            "insert into fleetwave.schema_migrations (version, name, checksum) "

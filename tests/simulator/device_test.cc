@@ -357,15 +357,18 @@ class DeviceTest : public ::testing::Test {
     Message(Inbound::kNotifyNext, {{"timestamp", kEpoch}, {"execution", e}});
   }
   std::string Token() { return std::to_string(d_.token); }
-  void StartNextAnswer(const Json& doc, const std::string& job = "fw-1", int execution = 1) {
-    Message(Inbound::kStartNextAccepted, {{"clientToken", Token()},
-                                          {"timestamp", kEpoch},
-                                          {"execution",
-                                           {{"jobId", job},
-                                            {"executionNumber", execution},
-                                            {"status", "IN_PROGRESS"},
-                                            {"versionNumber", 2},
-                                            {"jobDocument", doc}}}});
+  // `details`: the execution's statusDetails in the answer (none: one resumed, or a controller
+  // that did not apply the request's).
+  void StartNextAnswer(const Json& doc, const std::string& job = "fw-1", int execution = 1,
+                       const Json& details = nullptr) {
+    Json e = {{"jobId", job},
+              {"executionNumber", execution},
+              {"status", "IN_PROGRESS"},
+              {"versionNumber", 2},
+              {"jobDocument", doc}};
+    if (!details.is_null()) e["statusDetails"] = details;
+    Message(Inbound::kStartNextAccepted,
+            {{"clientToken", Token()}, {"timestamp", kEpoch}, {"execution", e}});
   }
   void Accepted() { Message(Inbound::kUpdateAccepted, {{"clientToken", Token()}}); }
 
@@ -391,7 +394,7 @@ class DeviceTest : public ::testing::Test {
 TEST_F(DeviceTest, BootsAsksStartNextAndWalksTheStepsToSucceeded) {
   Boot();
   EXPECT_EQ(d_.phase, Phase::kAsking);
-  EXPECT_THAT(Take(), testing::ElementsAre(R"(jobs/start-next {"clientToken":"1"})"));
+  EXPECT_THAT(Take(), testing::ElementsAre(R"(jobs/start-next {"statusDetails":{"step":"downloading"},"clientToken":"1"})"));
   StartNextAnswer(Document());
   EXPECT_THAT(
       Take(),
@@ -427,6 +430,43 @@ TEST_F(DeviceTest, BootsAsksStartNextAndWalksTheStepsToSucceeded) {
   EXPECT_EQ(Counted(Count::kSucceeded), 1);
   EXPECT_EQ(Counted(Count::kRequests), 5);
   EXPECT_THAT(Take(), testing::IsEmpty());
+}
+
+// The usual case: the start-next that started the execution carried {"step": "downloading"},
+// so the first report is the next step's (four requests in all, not five).
+TEST_F(DeviceTest, TheDownloadStepItsStartNextReportedIsNotReportedAgain) {
+  Boot();
+  Take();
+  StartNextAnswer(Document(), "fw-1", 1, {{"step", "downloading"}});
+  EXPECT_THAT(Take(), testing::IsEmpty());
+  EXPECT_EQ(d_.phase, Phase::kWorking);
+  EXPECT_EQ(d_.action_at, 2000);  // download takes 2 s
+  Next();
+  EXPECT_THAT(
+      Take(),
+      testing::ElementsAre(
+          R"(jobs/fw-1/update {"status":"IN_PROGRESS","statusDetails":{"step":"installing"},"clientToken":"2"})"));
+  Accepted();
+  Next();
+  Take();  // rebooting
+  Accepted();
+  Next();
+  EXPECT_THAT(Take(), testing::ElementsAre(testing::HasSubstr(R"("status":"SUCCEEDED")")));
+  Accepted();
+  EXPECT_EQ(Counted(Count::kSucceeded), 1);
+  EXPECT_EQ(Counted(Count::kRequests), 4);
+}
+
+// An execution resumed IN_PROGRESS shows the step of its last report: downloading starts again
+// and is reported again.
+TEST_F(DeviceTest, AResumedExecutionGetsItsDownloadReportedAgain) {
+  Boot();
+  Take();
+  StartNextAnswer(Document(), "fw-1", 1, {{"step", "installing"}});
+  EXPECT_THAT(
+      Take(),
+      testing::ElementsAre(
+          R"(jobs/fw-1/update {"status":"IN_PROGRESS","statusDetails":{"step":"downloading"},"clientToken":"2"})"));
 }
 
 TEST_F(DeviceTest, WithoutStepReportsItGoesStraightToTheResult) {
@@ -476,7 +516,7 @@ TEST_F(DeviceTest, NoJobMeansIdleUntilANotice) {
   Message(Inbound::kNotifyNext, {{"timestamp", kEpoch}});  // nothing pending: nothing to do
   EXPECT_THAT(Take(), testing::IsEmpty());
   Notice();
-  EXPECT_THAT(Take(), testing::ElementsAre(R"(jobs/start-next {"clientToken":"2"})"));
+  EXPECT_THAT(Take(), testing::ElementsAre(R"(jobs/start-next {"statusDetails":{"step":"downloading"},"clientToken":"2"})"));
 }
 
 TEST_F(DeviceTest, DedupesNoticesByJobAndExecutionNumber) {
@@ -531,7 +571,7 @@ TEST_F(DeviceTest, ANoticeWhileAskingAsksAgainAndTheOldAnswerIsIgnored) {
   const std::string first = Token();
   Take();
   Notice();
-  EXPECT_THAT(Take(), testing::ElementsAre(R"(jobs/start-next {"clientToken":"2"})"));
+  EXPECT_THAT(Take(), testing::ElementsAre(R"(jobs/start-next {"statusDetails":{"step":"downloading"},"clientToken":"2"})"));
   // The answer to the first request (it may predate the execution) no longer counts.
   Message(Inbound::kStartNextAccepted, {{"clientToken", first}, {"timestamp", kEpoch}});
   EXPECT_EQ(d_.phase, Phase::kAsking);
@@ -740,7 +780,7 @@ TEST_F(DeviceTest, AfterAReconnectItCatchesUp) {
   Machine().OnReconnected(d_, At(500));
   EXPECT_EQ(d_.action_at, 500);  // the start-next it awaited goes out again
   Timer(500);
-  EXPECT_THAT(Take(), testing::ElementsAre(R"(jobs/start-next {"clientToken":"1"})"));
+  EXPECT_THAT(Take(), testing::ElementsAre(R"(jobs/start-next {"statusDetails":{"step":"downloading"},"clientToken":"1"})"));
   StartNextAnswer(Document());
   Accepted();
   const int64_t step_end = d_.action_at;
