@@ -267,6 +267,13 @@ class Client::Impl {
 
   mutable std::mutex mu_;
   std::condition_variable state_cv_;    // connection state, window, stop: Publish, Wait*, Flush
+  // The connector's own: woken by changes of the connection, not by every acknowledgement (it
+  // waits for the whole life of the client; a wake-up per PUBACK cost a context switch each).
+  std::condition_variable connector_cv_;
+  void NotifyState() {
+    state_cv_.notify_all();
+    connector_cv_.notify_all();
+  }
   std::condition_variable inbound_cv_;  // a message arrived: Receive
   std::condition_variable space_cv_;    // room in the inbound queue: OnMessage
   bool stopping_ = false;
@@ -430,7 +437,7 @@ void Client::Impl::OnConnected() {
     subscribed_ = !filters_;
     resubscribe_needed_ = false;
   }
-  state_cv_.notify_all();
+  NotifyState();
   // With a clean session the broker forgot our subscriptions; with a persistent one repeating
   // them is harmless. Non-blocking: the SUBACK arrives on this very thread later.
   if (filters_) SendSubscribe(epoch);
@@ -445,7 +452,7 @@ void Client::Impl::SendSubscribe(uint64_t epoch) {
       std::lock_guard lk(mu_);
       if (epoch == epoch_ && connected_) resubscribe_needed_ = true;
     }
-    state_cv_.notify_all();
+    NotifyState();
   }
 }
 
@@ -474,7 +481,7 @@ void Client::Impl::OnSubscribed(const token& t, bool ok) {
       resubscribe_needed_ = true;  // the connector thread retries after a pause
     }
   }
-  state_cv_.notify_all();
+  NotifyState();
 }
 
 void Client::Impl::OnConnectionLost() {
@@ -486,7 +493,7 @@ void Client::Impl::OnConnectionLost() {
     subscribed_ = false;
     resubscribe_needed_ = false;
   }
-  state_cv_.notify_all();
+  NotifyState();
 }
 
 void Client::Impl::OnConnectFailed(int rc) {
@@ -503,7 +510,7 @@ void Client::Impl::OnConnectFailed(int rc) {
       connect_error_new_ = true;
     }
   }
-  state_cv_.notify_all();
+  NotifyState();
 }
 
 void Client::Impl::OnTlsError(const std::string& message) {
@@ -572,7 +579,7 @@ void Client::Impl::OnDelivered(bool ok) {
       ++counters_.publish_failures;
     }
   }
-  state_cv_.notify_all();
+  state_cv_.notify_all();  // the window and Flush; the connector does not care
 }
 
 // ------------------------------------------------------------------------------ connector
@@ -586,14 +593,14 @@ void Client::Impl::ConnectorLoop() {
   uint64_t seen_connects = 0;
   std::unique_lock lk(mu_);
   while (!stopping_) {
-    state_cv_.wait(lk, [&] {
+    connector_cv_.wait(lk, [&] {
       return stopping_ || (!connected_ && !connect_pending_) || (connected_ && resubscribe_needed_);
     });
     if (stopping_) break;
 
     if (connected_) {  // a subscribe failed on this connection: try again after a pause
       const uint64_t epoch = epoch_;
-      if (state_cv_.wait_for(lk, kResubscribePause, [&] { return stopping_; })) break;
+      if (connector_cv_.wait_for(lk, kResubscribePause, [&] { return stopping_; })) break;
       if (!resubscribe_needed_ || epoch != epoch_ || !connected_) continue;
       resubscribe_needed_ = false;
       lk.unlock();
@@ -618,7 +625,7 @@ void Client::Impl::ConnectorLoop() {
     if (backoff.count() > 0) {
       // Up to a quarter off, so that clients dropped together do not come back in lockstep.
       auto pause = backoff - milliseconds(jitter() % (backoff.count() / 4 + 1));
-      if (state_cv_.wait_for(lk, pause, [&] { return stopping_; })) break;
+      if (connector_cv_.wait_for(lk, pause, [&] { return stopping_; })) break;
     }
     backoff = std::clamp(backoff * 2, kMinRetry, kMaxRetry);
 
@@ -683,7 +690,7 @@ bool Client::Impl::Publish(const std::string& topic, const std::string& payload,
     if (!call.Enter(deadline, stop_requested_)) {
       lk.lock();
       if (qos > 0) --inflight_;
-      state_cv_.notify_all();
+      NotifyState();
       return false;
     }
     try {
@@ -711,7 +718,7 @@ bool Client::Impl::Publish(const std::string& topic, const std::string& payload,
     }
     // Not sent (Paho removed its token, the listener will not run): undo and maybe retry.
     if (qos > 0) --inflight_;
-    state_cv_.notify_all();
+    NotifyState();
     if (IsPermanentPublishError(rc)) {
       throw std::invalid_argument("mqtt: Paho refused a publish to '" + topic + "' (rc " +
                                   std::to_string(rc) + ")");
@@ -755,7 +762,7 @@ void Client::Impl::Stop() {
     stopping_ = true;
     stop_requested_ = true;
   }
-  state_cv_.notify_all();
+  NotifyState();
   inbound_cv_.notify_all();
   space_cv_.notify_all();
   {
