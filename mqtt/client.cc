@@ -19,6 +19,7 @@
 #include <limits>
 #include <mutex>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <utility>
@@ -286,6 +287,10 @@ class Client::Impl {
   size_t inflight_ = 0;
   uint64_t handed_over_ = 0;        // QoS >= 1 publishes accepted by Paho
   uint64_t completed_ = 0;          // ... of which acknowledged or failed
+  // Who waits for an acknowledgement, so that OnDelivered wakes no one in vain (the relay's
+  // Flush would otherwise wake up for every PUBACK of a 200-message window).
+  size_t window_waiters_ = 0;               // Publish calls waiting (for room, or a connection)
+  std::multiset<uint64_t> flush_targets_;  // completed_ each waiting Flush needs
   ClientStats counters_;            // received, published, publish_failures, connects
   std::string tls_error_;           // OpenSSL's words during the current connect attempt
   std::string last_connect_error_;  // why the latest attempt failed; empty after a success
@@ -569,6 +574,7 @@ void Client::Impl::OnMessage(const const_message_ptr& msg) {
 void Client::Impl::OnDelivered(bool ok) {
   CallbackScope scope(this);
   if (!scope) return;
+  bool wake;
   {
     std::lock_guard lk(mu_);
     --inflight_;
@@ -578,8 +584,10 @@ void Client::Impl::OnDelivered(bool ok) {
     } else {
       ++counters_.publish_failures;
     }
+    wake = window_waiters_ > 0 ||
+           (!flush_targets_.empty() && (inflight_ == 0 || completed_ >= *flush_targets_.begin()));
   }
-  state_cv_.notify_all();  // the window and Flush; the connector does not care
+  if (wake) state_cv_.notify_all();  // the window and Flush; the connector does not care
 }
 
 // ------------------------------------------------------------------------------ connector
@@ -677,9 +685,11 @@ bool Client::Impl::Publish(const std::string& topic, const std::string& payload,
 
   std::unique_lock lk(mu_);
   for (;;) {
+    ++window_waiters_;
     bool ready = state_cv_.wait_until(lk, deadline, [&] {
       return stopping_ || (connected_ && (qos == 0 || inflight_ < max_inflight_));
     });
+    --window_waiters_;
     if (!ready || stopping_) return false;
     if (qos > 0) ++inflight_;
     const uint64_t epoch = epoch_;
@@ -752,7 +762,11 @@ size_t Client::Impl::Receive(std::vector<Message>* out, size_t max, milliseconds
 bool Client::Impl::Flush(milliseconds timeout) {
   std::unique_lock lk(mu_);
   const uint64_t target = handed_over_;
-  return state_cv_.wait_for(lk, timeout, [&] { return inflight_ == 0 || completed_ >= target; });
+  auto waiting = flush_targets_.insert(target);
+  const bool done =
+      state_cv_.wait_for(lk, timeout, [&] { return inflight_ == 0 || completed_ >= target; });
+  flush_targets_.erase(waiting);
+  return done;
 }
 
 void Client::Impl::Stop() {
