@@ -3,12 +3,12 @@
 // Registers a fleet of one model on 1.0.0, starts `fleetwave controller --plan` as its own
 // process (waves 1/10/50/100 %, no soak, no health gate), plays the fleet with the simulator (in
 // this process, over libmosquitto) until every device's boot request is answered, then publishes
-// release 2.0.0 and waits until every device reports SUCCEEDED. Prints, and writes as JSON: wall time from the first notice (the first execution
-// queued: its notice commits with it) to the last SUCCEEDED, devices/s, MQTT messages/s through
-// the broker (counted at the devices: every request and answer, notice and telemetry report
-// crosses the broker once), controller CPU seconds and peak RSS, simulator CPU seconds, database
-// commits and rows per commit. Then the baseline on the same broker: a raw Paho publish loop of
-// as many QoS 1 messages, and the ratio of the two rates.
+// release 2.0.0 and waits until every device reports SUCCEEDED. Prints, and writes as JSON: wall
+// time from the first notice (the first execution queued: its notice commits with it) to the last
+// SUCCEEDED, devices/s, MQTT messages/s through the broker (counted at the devices: every request
+// and answer, notice and telemetry report crosses the broker once), controller CPU seconds and peak
+// RSS, simulator CPU seconds, database commits and rows per commit. Then the baseline on the same
+// broker: a raw Paho publish loop of as many QoS 1 messages, and the ratio of the two rates.
 // Targets (issue 5): 100,000 devices in at most 120 s; controller peak RSS at most 150 MB.
 #include <signal.h>
 #include <sys/prctl.h>
@@ -87,8 +87,10 @@ pid_t StartController(const std::string& binary, const std::string& conninfo,
     std::FILE* log = std::freopen(log_path.c_str(), "w", stdout);
     if (log) dup2(fileno(stdout), STDERR_FILENO);
     std::vector<std::string> args = {
-        binary,   "controller", "--http",      "off",
-        "--plan", plan_path,    "--client-id", "fleetwave-bench-rollout-" + std::to_string(getpid())};
+        binary,        "controller",
+        "--http",      "off",
+        "--plan",      plan_path,
+        "--client-id", "fleetwave-bench-rollout-" + std::to_string(getpid())};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -226,7 +228,8 @@ int main(int argc, char** argv) {
   };
   while (!at_rest()) {
     if (Since(t) > deadline_seconds) {
-      std::fprintf(stderr, "bench/rollout: the devices' boot requests were not answered (log: %s)\n",
+      std::fprintf(stderr,
+                   "bench/rollout: the devices' boot requests were not answered (log: %s)\n",
                    controller_log.c_str());
       kill(controller, SIGKILL);
       return 1;

@@ -29,10 +29,17 @@ auto Outbox::Guarded(F&& f) {
 std::vector<OutboxEntry> Outbox::Unsent(int64_t limit, int64_t min_age_seconds) {
   return Guarded([&](pqxx::connection& conn) {
     pqxx::read_transaction txn(conn);
+    // The oldest `limit` rows by id, through the primary key (which skips the deleted rows a
+    // scan has seen), then their age. The outbox churns (delivered notices are deleted): a
+    // sequential scan, which the planner picks for a table of few live rows, read every dead
+    // row left since the last vacuum (60-75 ms a call under load, 40,000 dead rows). Ids grow
+    // with time, so the old ones are among the first.
+    txn.exec("set local enable_seqscan = off");
     std::vector<OutboxEntry> entries;
     for (const auto& row :
-         txn.exec_params("select id, topic, payload from fleetwave.outbox where sent_at is null "
-                         "and created_at <= now() - make_interval(secs => $2) order by id limit $1",
+         txn.exec_params("select id, topic, payload from (select id, topic, payload, created_at "
+                         "  from fleetwave.outbox where sent_at is null order by id limit $1) o "
+                         "where created_at <= now() - make_interval(secs => $2) order by id",
                          limit, min_age_seconds))
       entries.push_back({row[0].as<int64_t>(), row[1].as<std::string>(), row[2].as<std::string>()});
     return entries;
@@ -46,9 +53,7 @@ void Outbox::MarkSent(const std::vector<int64_t>& ids) {
   list += "}";
   Guarded([&](pqxx::connection& conn) {
     pqxx::work txn(conn);
-    txn.exec_params(
-        "delete from fleetwave.outbox where id = any($1::bigint[])",
-        list);
+    txn.exec_params("delete from fleetwave.outbox where id = any($1::bigint[])", list);
     txn.commit();
     return 0;
   });

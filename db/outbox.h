@@ -24,7 +24,7 @@ class Outbox {
  public:
   explicit Outbox(std::string conninfo);
 
-  // The oldest unsent notices written at least `min_age_seconds` ago, at most `limit`.
+  // Of the `limit` oldest unsent notices, those written at least `min_age_seconds` ago.
   // Throws Unavailable when the database is down.
   std::vector<OutboxEntry> Unsent(int64_t limit, int64_t min_age_seconds = 0);
   // Deletes notices the broker acknowledged (idempotent).

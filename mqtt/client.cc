@@ -267,7 +267,7 @@ class Client::Impl {
   std::atomic<bool> stop_requested_{false};  // stopping_, readable without mu_
 
   mutable std::mutex mu_;
-  std::condition_variable state_cv_;    // connection state, window, stop: Publish, Wait*, Flush
+  std::condition_variable state_cv_;  // connection state, window, stop: Publish, Wait*, Flush
   // The connector's own: woken by changes of the connection, not by every acknowledgement (it
   // waits for the whole life of the client; a wake-up per PUBACK cost a context switch each).
   std::condition_variable connector_cv_;
@@ -285,16 +285,16 @@ class Client::Impl {
   uint64_t epoch_ = 0;               // bumped on every connect; tags subscribe requests
   std::deque<Message> inbound_;
   size_t inflight_ = 0;
-  uint64_t handed_over_ = 0;        // QoS >= 1 publishes accepted by Paho
-  uint64_t completed_ = 0;          // ... of which acknowledged or failed
+  uint64_t handed_over_ = 0;  // QoS >= 1 publishes accepted by Paho
+  uint64_t completed_ = 0;    // ... of which acknowledged or failed
   // Who waits for an acknowledgement, so that OnDelivered wakes no one in vain (the relay's
   // Flush would otherwise wake up for every PUBACK of a 200-message window).
-  size_t window_waiters_ = 0;               // Publish calls waiting (for room, or a connection)
+  size_t window_waiters_ = 0;              // Publish calls waiting (for room, or a connection)
   std::multiset<uint64_t> flush_targets_;  // completed_ each waiting Flush needs
-  ClientStats counters_;            // received, published, publish_failures, connects
-  std::string tls_error_;           // OpenSSL's words during the current connect attempt
-  std::string last_connect_error_;  // why the latest attempt failed; empty after a success
-  bool connect_error_new_ = false;  // ... and it is not reported yet (on_connect_error)
+  ClientStats counters_;                   // received, published, publish_failures, connects
+  std::string tls_error_;                  // OpenSSL's words during the current connect attempt
+  std::string last_connect_error_;         // why the latest attempt failed; empty after a success
+  bool connect_error_new_ = false;         // ... and it is not reported yet (on_connect_error)
 
   std::thread connector_;
   // Last member: destroyed first, while everything its callbacks may touch is still alive.

@@ -533,7 +533,8 @@ void DeviceMachine::StartJob(DeviceState& d, int64_t index, const nlohmann::json
   // Started by this start-next, the execution already says "downloading" (an execution resumed
   // IN_PROGRESS keeps the details of its last report, and gets the report again).
   const Json* details = Field(e, "statusDetails");
-  const std::string* step = details && details->is_object() ? StringField(*details, "step") : nullptr;
+  const std::string* step =
+      details && details->is_object() ? StringField(*details, "step") : nullptr;
   BeginStep(d, index, now, out, /*reported=*/step && *step == kStepNames[0]);
 }
 

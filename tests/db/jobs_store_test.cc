@@ -1,5 +1,7 @@
 #include "db/jobs_store.h"
 
+#include "db/outbox.h"
+
 #include <gtest/gtest.h>
 #include <pqxx/pqxx>
 
@@ -88,6 +90,32 @@ TEST_F(JobsStoreTest, NoticesComeBackWithTheirOutboxIdsAndAreMarkedSentLater) {
   EXPECT_EQ(result.notices[0].topic, "a/notify-next");
   batch.mark_sent = {result.notices[0].id, result.notices[1].id};
   store_.RunBatch(batch, [](JobsSnapshot&) { return JobsWrites{}; });
+  EXPECT_EQ(Sql("select count(*) from fleetwave.outbox")[0][0].as<int>(), 0);
+}
+
+// The relay's view of the outbox: of the oldest `limit` notices, those old enough, in id order;
+// delivered ones are deleted and never come back.
+TEST_F(JobsStoreTest, TheRelayGetsTheOldUnsentNoticesAndDeliveredOnesLeave) {
+  Sql("insert into fleetwave.outbox (topic, payload, created_at) values "
+      "('a', '1', now() - interval '1 minute'), ('b', '2', now() - interval '1 minute'), "
+      "('c', '3', now()), ('d', '4', now() - interval '1 minute')");
+  Outbox outbox(database_.conninfo());
+  auto topics = [](const std::vector<OutboxEntry>& entries) {
+    std::vector<std::string> t;
+    for (const auto& e : entries) t.push_back(e.topic);
+    return t;
+  };
+  EXPECT_EQ(topics(outbox.Unsent(10, 10)), (std::vector<std::string>{"a", "b", "d"}));
+  EXPECT_EQ(topics(outbox.Unsent(10, 0)), (std::vector<std::string>{"a", "b", "c", "d"}));
+  EXPECT_EQ(topics(outbox.Unsent(2, 10)), (std::vector<std::string>{"a", "b"}));
+  // Only the oldest `limit` are looked at: a young one among them hides what follows it.
+  const auto all = outbox.Unsent(10, 0);
+  outbox.MarkSent({all[0].id, all[1].id});
+  EXPECT_EQ(topics(outbox.Unsent(1, 10)), std::vector<std::string>{});
+  EXPECT_EQ(topics(outbox.Unsent(2, 10)), (std::vector<std::string>{"d"}));
+  EXPECT_EQ(outbox.Depth(), 2);
+  outbox.MarkSent({all[0].id, all[2].id, all[3].id});  // idempotent
+  EXPECT_EQ(outbox.Depth(), 0);
   EXPECT_EQ(Sql("select count(*) from fleetwave.outbox")[0][0].as<int>(), 0);
 }
 

@@ -394,7 +394,9 @@ class DeviceTest : public ::testing::Test {
 TEST_F(DeviceTest, BootsAsksStartNextAndWalksTheStepsToSucceeded) {
   Boot();
   EXPECT_EQ(d_.phase, Phase::kAsking);
-  EXPECT_THAT(Take(), testing::ElementsAre(R"(jobs/start-next {"statusDetails":{"step":"downloading"},"clientToken":"1"})"));
+  EXPECT_THAT(Take(),
+              testing::ElementsAre(
+                  R"(jobs/start-next {"statusDetails":{"step":"downloading"},"clientToken":"1"})"));
   StartNextAnswer(Document());
   EXPECT_THAT(
       Take(),
@@ -516,7 +518,9 @@ TEST_F(DeviceTest, NoJobMeansIdleUntilANotice) {
   Message(Inbound::kNotifyNext, {{"timestamp", kEpoch}});  // nothing pending: nothing to do
   EXPECT_THAT(Take(), testing::IsEmpty());
   Notice();
-  EXPECT_THAT(Take(), testing::ElementsAre(R"(jobs/start-next {"statusDetails":{"step":"downloading"},"clientToken":"2"})"));
+  EXPECT_THAT(Take(),
+              testing::ElementsAre(
+                  R"(jobs/start-next {"statusDetails":{"step":"downloading"},"clientToken":"2"})"));
 }
 
 TEST_F(DeviceTest, DedupesNoticesByJobAndExecutionNumber) {
@@ -571,7 +575,9 @@ TEST_F(DeviceTest, ANoticeWhileAskingAsksAgainAndTheOldAnswerIsIgnored) {
   const std::string first = Token();
   Take();
   Notice();
-  EXPECT_THAT(Take(), testing::ElementsAre(R"(jobs/start-next {"statusDetails":{"step":"downloading"},"clientToken":"2"})"));
+  EXPECT_THAT(Take(),
+              testing::ElementsAre(
+                  R"(jobs/start-next {"statusDetails":{"step":"downloading"},"clientToken":"2"})"));
   // The answer to the first request (it may predate the execution) no longer counts.
   Message(Inbound::kStartNextAccepted, {{"clientToken", first}, {"timestamp", kEpoch}});
   EXPECT_EQ(d_.phase, Phase::kAsking);
@@ -780,7 +786,9 @@ TEST_F(DeviceTest, AfterAReconnectItCatchesUp) {
   Machine().OnReconnected(d_, At(500));
   EXPECT_EQ(d_.action_at, 500);  // the start-next it awaited goes out again
   Timer(500);
-  EXPECT_THAT(Take(), testing::ElementsAre(R"(jobs/start-next {"statusDetails":{"step":"downloading"},"clientToken":"1"})"));
+  EXPECT_THAT(Take(),
+              testing::ElementsAre(
+                  R"(jobs/start-next {"statusDetails":{"step":"downloading"},"clientToken":"1"})"));
   StartNextAnswer(Document());
   Accepted();
   const int64_t step_end = d_.action_at;
