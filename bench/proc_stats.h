@@ -20,7 +20,7 @@ struct ProcStat {
   long cutime = 0, cstime = 0;  // its children's that it waited for
 };
 
-// Fields of /proc/PID/stat; nullopt-like zeroes once the process is gone.
+// Fields of /proc/PID/stat; all zero once the process is gone.
 inline ProcStat ReadProcStat(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
   std::string line;
