@@ -201,25 +201,23 @@ int main(int argc, char** argv) {
     pqxx::nontransaction txn(*conn);
     return txn.exec1(sql)[0].as<int64_t>();
   };
+  // Before the release, a failure ends the run and its controller at once.
+  auto give_up = [&](const char* why) {
+    std::fprintf(stderr, "bench/rollout: %s (controller log: %s)\n", why, controller_log.c_str());
+    kill(controller, SIGKILL);
+    return 1;
+  };
   auto t = Clock::now();
   while (scalar("select count(*) from fleetwave.cycles") == 0) {
-    if (Since(t) > 60) {
-      std::fprintf(stderr, "bench/rollout: the controller started no cycle (log: %s)\n",
-                   controller_log.c_str());
-      kill(controller, SIGKILL);
-      return 1;
-    }
+    if (Since(t) > 60) return give_up("the controller started no cycle");
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 
   simulator::Simulator sim(so);
   t = Clock::now();
   sim.Start();
-  if (!sim.WaitReady(std::chrono::seconds(deadline_seconds))) {
-    std::fprintf(stderr, "bench/rollout: the simulator did not subscribe its devices in time\n");
-    kill(controller, SIGKILL);
-    return 1;
-  }
+  if (!sim.WaitReady(std::chrono::seconds(deadline_seconds)))
+    return give_up("the simulator did not subscribe its devices in time");
   std::printf("simulator ready (every device subscribed) in %.1f s\n", Since(t));
   // At rest: every device has its answer to the start-next it sent at boot.
   auto at_rest = [&] {
@@ -227,13 +225,7 @@ int main(int argc, char** argv) {
     return tally[simulator::Count::kAnswers] >= devices - tally[simulator::Count::kOffline];
   };
   while (!at_rest()) {
-    if (Since(t) > deadline_seconds) {
-      std::fprintf(stderr,
-                   "bench/rollout: the devices' boot requests were not answered (log: %s)\n",
-                   controller_log.c_str());
-      kill(controller, SIGKILL);
-      return 1;
-    }
+    if (Since(t) > deadline_seconds) return give_up("the devices' boot requests were not answered");
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   std::printf("fleet at rest (every boot request answered) after %.1f s\n", Since(t));
