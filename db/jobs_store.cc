@@ -38,15 +38,15 @@ constexpr const char* kLoadSql =
     "  e.execution_number, extract(epoch from e.queued_at)::bigint, "
     "  extract(epoch from e.started_at)::bigint, extract(epoch from e.last_updated_at)::bigint, "
     "  extract(epoch from e.step_timeout_at)::bigint, "
-    "  (r.job_document || jsonb_strip_nulls(jsonb_build_object("
-    "     'rollout', jsonb_build_object('id', r.id, 'wave', e.wave), "
-    "     'issuedAt', extract(epoch from e.queued_at)::bigint, "
-    "     'expiresAt', extract(epoch from e.deadline)::bigint)))::text, "
-    "  rel.version, e.last_client_token, e.last_answer::text, "
+    "  e.wave, rel.version, e.last_client_token, e.last_answer::text, "
     "  extract(epoch from e.deadline)::bigint "
     "from wanted e "
     "join fleetwave.rollouts r on r.id = e.job_id "
     "join fleetwave.releases rel on rel.id = r.release_id";
+// The rollouts' job documents, which never change once written (see JobsStore::documents_).
+constexpr const char* kDocumentsSql =
+    "select id, job_document::text from fleetwave.rollouts "
+    "where id = any(array(select jsonb_array_elements_text($1::jsonb)))";
 constexpr const char* kWriteSql =
     "with changed as ("
     "  update fleetwave.job_executions e set status = x.status, status_details = x.details, "
@@ -109,9 +109,8 @@ constexpr const char* kWriteSql =
     "  (select count(*) from stored), (select count(*) from sent), "
     "  (select coalesce(jsonb_object_agg(topic, id), '{}')::text from notices)";
 constexpr std::pair<const char*, const char*> kStatements[] = {
-    {"fleetwave_jobs_queue", kQueueSql},
-    {"fleetwave_jobs_head", kHeadSql},
-    {"fleetwave_jobs_load", kLoadSql},
+    {"fleetwave_jobs_queue", kQueueSql}, {"fleetwave_jobs_head", kHeadSql},
+    {"fleetwave_jobs_load", kLoadSql},   {"fleetwave_jobs_documents", kDocumentsSql},
     {"fleetwave_jobs_write", kWriteSql},
 };
 
@@ -134,7 +133,25 @@ void Queue(pqxx::work& txn, const std::vector<NewExecution>& queue) {
   txn.exec_prepared("fleetwave_jobs_queue", rows.dump());
 }
 
-JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch) {
+// The job document an execution carries: its rollout's document with the rollout's id and the
+// execution's wave, issuedAt and (unless it never expires) expiresAt added. Spliced as text in
+// jsonb's own style; a rollout document never has these keys (db/rollouts.cc writes it).
+std::string ExecutionDocument(const std::string& rollout_document, const std::string& rollout_id,
+                              int wave, int64_t issued_at, std::optional<int64_t> expires_at) {
+  std::string doc = rollout_document;
+  while (!doc.empty() && doc.back() != '}') doc.pop_back();
+  if (doc.empty()) doc = "{}";
+  doc.pop_back();
+  if (doc.find_first_not_of(" \t\n{") != std::string::npos) doc += ", ";
+  doc += "\"rollout\": {\"id\": " + Json(rollout_id).dump() +
+         ", \"wave\": " + std::to_string(wave) + "}, \"issuedAt\": " + std::to_string(issued_at);
+  if (expires_at) doc += ", \"expiresAt\": " + std::to_string(*expires_at);
+  doc += '}';
+  return doc;
+}
+
+JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch,
+                  std::map<std::string, std::string>& documents) {
   JobsSnapshot snapshot;
   Json things = Json::array(), named = Json::array();
   std::set<std::string> all_things = batch.things;
@@ -161,6 +178,12 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch) {
   // would scan the table. Kept once should one still come twice.
   auto rows = txn.exec_prepared("fleetwave_jobs_load", things.dump(), named.dump());
   std::set<std::pair<std::string, std::string>> seen;
+  struct Wave {
+    std::vector<fleet::Execution>* executions;  // map nodes stay put
+    size_t index;
+    int wave;
+  };
+  std::vector<Wave> waves;
   for (const auto& row : rows) {
     if (!seen.insert({row[0].as<std::string>(), row[1].as<std::string>()}).second) continue;
     fleet::Execution e;
@@ -176,13 +199,33 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch) {
     e.started_at = OptionalInt(row[7]);
     e.last_updated_at = row[8].as<int64_t>();
     e.step_timeout_at = OptionalInt(row[9]);
-    e.job_document = row[10].as<std::string>();
+    const int wave = row[10].as<int>();
     e.release_version = row[11].as<std::string>();
     if (!row[12].is_null()) e.last_client_token = row[12].as<std::string>();
     if (!row[13].is_null()) e.last_answer = row[13].as<std::string>();
     e.deadline = OptionalInt(row[14]);
     e.queued_in_batch = queued.count({e.job_id, e.thing_name}) > 0;
-    snapshot.executions[e.thing_name].push_back(std::move(e));
+    auto& of_thing = snapshot.executions[e.thing_name];
+    waves.push_back({&of_thing, of_thing.size(), wave});
+    of_thing.push_back(std::move(e));
+  }
+
+  // The documents of rollouts not seen before, in one more round trip (rarely: once per
+  // rollout and connection), then each execution's own.
+  Json missing = Json::array();
+  for (const auto& [thing, executions] : snapshot.executions)
+    for (const auto& e : executions)
+      if (!documents.count(e.job_id)) missing.push_back(e.job_id);  // duplicates are harmless
+  if (!missing.empty()) {
+    if (documents.size() > 1000) documents.clear();  // bounded: ended rollouts leave
+    for (const auto& row : txn.exec_prepared("fleetwave_jobs_documents", missing.dump()))
+      documents[row[0].as<std::string>()] = row[1].as<std::string>();
+  }
+  for (const auto& [executions, index, wave] : waves) {
+    fleet::Execution& e = (*executions)[index];
+    auto it = documents.find(e.job_id);
+    e.job_document = ExecutionDocument(it == documents.end() ? "{}" : it->second, e.job_id, wave,
+                                       e.queued_at, e.deadline);
   }
   return snapshot;
 }
@@ -243,6 +286,7 @@ pqxx::connection& JobsStore::Conn() {
   if (!conn_ || !conn_->is_open()) {
     conn_ = Connect(conninfo_);
     for (const auto& [name, sql] : kStatements) conn_->prepare(name, sql);
+    documents_.clear();  // perhaps another database now (one restored from a backup)
   }
   return *conn_;
 }
@@ -255,7 +299,7 @@ BatchResult JobsStore::RunBatch(const JobsBatch& batch,
       pqxx::work txn(Conn());
       if (batch.in_transaction) batch.in_transaction(txn);
       Queue(txn, batch.queue);
-      JobsSnapshot snapshot = Load(txn, batch);
+      JobsSnapshot snapshot = Load(txn, batch, documents_);
       JobsWrites writes = decide(snapshot);
       result.telemetry_dropped = 0;
       result.notices.clear();

@@ -3,6 +3,7 @@
 #include "db/outbox.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
 #include "tests/support/test_database.h"
@@ -50,6 +51,37 @@ TEST_F(JobsStoreTest, QueuesAndLoadsWithTheJobDocument) {
     return JobsWrites{};
   });
   EXPECT_EQ(loaded, 1);
+}
+
+// The rollout's document, read once per rollout, with each execution's own fields added.
+TEST_F(JobsStoreTest, EachExecutionGetsItsRolloutsDocumentWithItsOwnFields) {
+  Sql("insert into fleetwave.releases (model, version, version_key, url, sha256, size) values "
+      "('arm','3.0.0','k3','https://fw/b', repeat('b',64), 1);"
+      "insert into fleetwave.rollouts (id, cycle_id, release_id, job_document) "
+      "select 'job-2', min(c.id), max(r.id), "
+      "'{\"operation\": \"firmware.update\", \"release\": {\"version\": \"2.0.0\"}}' "
+      "from fleetwave.cycles c, fleetwave.releases r");
+  for (int round = 0; round < 2; ++round) {  // the second from the store's cache
+    JobsBatch batch;
+    if (round == 0)
+      batch.queue = {{"job-1", "t1", 3, 2000000000}, {"job-2", "t1", 1, std::nullopt}};
+    batch.things = {"t1"};
+    std::map<std::string, nlohmann::json> documents;
+    store_.RunBatch(batch, [&](JobsSnapshot& s) {
+      for (const auto& e : s.executions.at("t1"))
+        documents[e.job_id] = nlohmann::json::parse(e.job_document);
+      return JobsWrites{};
+    });
+    const auto queued_at = documents.at("job-1").at("issuedAt").get<int64_t>();
+    EXPECT_GT(queued_at, 1700000000);
+    EXPECT_EQ(documents.at("job-1"),
+              nlohmann::json::parse(R"({"rollout": {"id": "job-1", "wave": 3}, "issuedAt": )" +
+                                    std::to_string(queued_at) + R"(, "expiresAt": 2000000000})"));
+    EXPECT_EQ(documents.at("job-2"), nlohmann::json::parse(R"({"operation": "firmware.update",
+                                        "release": {"version": "2.0.0"},
+                                        "rollout": {"id": "job-2", "wave": 1}, "issuedAt": )" +
+                                                           std::to_string(queued_at) + "}"));
+  }
 }
 
 TEST_F(JobsStoreTest, AConcurrentChangeMakesTheBatchDecideAgain) {
