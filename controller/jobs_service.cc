@@ -60,15 +60,19 @@ mqtt::ClientOptions BrokerClient(const JobsServiceOptions& o) {
   return c;
 }
 
+// Paho delivers every client's messages on one thread: a full inbound queue would stall the
+// publisher too. Room for many batches keeps that to database outages (see the header).
+size_t RequestsMaxInbound(const JobsServiceOptions& o) {
+  return std::max<size_t>(100000, 20 * o.max_batch);
+}
+
 mqtt::ClientOptions RequestsClient(const JobsServiceOptions& o, const mqtt::JobsTopics& topics) {
   mqtt::ClientOptions c = BrokerClient(o);
   c.client_id = o.client_id;
   c.clean_session = false;  // the broker keeps requests for us while we are down
   c.subscriptions = topics.RequestFilters();
   c.subscriptions.push_back(topics.TelemetryFilter());
-  // Paho delivers every client's messages on one thread: a full inbound queue would stall the
-  // publisher too. Room for many batches keeps that to database outages (see the header).
-  c.max_inbound = std::max<size_t>(100000, 20 * o.max_batch);
+  c.max_inbound = RequestsMaxInbound(o);
   return c;
 }
 
@@ -155,7 +159,8 @@ JobsService::JobsService(JobsServiceOptions options, MetricsRegistry* metrics)
       outbox_(options_.db),
       own_registry_(metrics ? nullptr : std::make_unique<MetricsRegistry>()),
       registry_(metrics ? metrics : own_registry_.get()),
-      m_(*registry_) {}
+      m_(*registry_),
+      inbound_high_water_(RequestsMaxInbound(options_) / 4 * 3) {}
 
 JobsService::~JobsService() { Stop(); }
 
@@ -211,8 +216,17 @@ JobsServiceStats JobsService::stats() const {
 void JobsService::Hand(Outgoing outgoing) {
   {
     std::unique_lock<std::mutex> lock(answers_mu_);
-    if (!answers_cv_.wait_for(lock, kHandWaitAtMost,
-                              [this] { return answers_.size() < kMaxAnswerBatches; })) {
+    const auto start = Clock::now();
+    while (!answers_cv_.wait_for(lock, std::chrono::milliseconds(100),
+                                 [this] { return answers_.size() < kMaxAnswerBatches; })) {
+      // A slow publisher (a burst of notices awaiting PUBACKs) holds new requests back: they
+      // wait in the inbound queue and at the broker. Dropped answers would cost their devices
+      // a request timeout each (a tail of seconds). But a full inbound queue holds Paho's
+      // receive thread, and with it every PUBACK: then, or when it lasts, drop.
+      const auto waited = Clock::now() - start;
+      if (waited < kHandWaitAtMost ||
+          (waited < kHandWaitLongest && !stop_ && requests_.stats().inbound < inbound_high_water_))
+        continue;
       // Overloaded. Answers are not state (a device asks again); the notices are in the outbox,
       // unsent, and the relay publishes them once they are older than a fresh batch's.
       lock.unlock();

@@ -201,10 +201,12 @@ class JobsService {
   std::deque<Outgoing> answers_;
   bool serve_joined_ = false;  // guarded by answers_mu_; the answerer may end once it is set
   static constexpr size_t kMaxAnswerBatches = 4;
-  // How long Hand() waits for room before it drops the batch's answers. The serve loop must not
-  // wait on the publisher indefinitely: while Paho's receive thread is held by a full inbound
-  // queue, no publish gets through until the serve loop drains that queue.
+  // How long Hand() waits for room before it drops the batch's answers: kHandWaitAtMost once the
+  // requests' inbound queue is nearly full, else kHandWaitLongest. The serve loop must not wait
+  // on the publisher indefinitely: while Paho's receive thread is held by a full inbound queue,
+  // no publish gets through until the serve loop drains that queue.
   static constexpr std::chrono::seconds kHandWaitAtMost{1};
+  static constexpr std::chrono::seconds kHandWaitLongest{10};
   // Notices published but not yet confirmed (unconfirmed_), and confirmed ones to be marked sent
   // by the next batch or by the relay (acked_).
   std::mutex acked_mu_;
@@ -216,6 +218,7 @@ class JobsService {
   std::unique_ptr<MetricsRegistry> own_registry_;  // when none was given
   MetricsRegistry* registry_;
   JobsMetrics m_;
+  const size_t inbound_high_water_;  // 3/4 of the requests connection's max_inbound
 };
 
 }  // namespace controller
