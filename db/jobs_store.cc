@@ -39,7 +39,7 @@ constexpr const char* kLoadSql =
     "  extract(epoch from e.started_at)::bigint, extract(epoch from e.last_updated_at)::bigint, "
     "  extract(epoch from e.step_timeout_at)::bigint, "
     "  e.wave, rel.version, e.last_client_token, e.last_answer::text, "
-    "  extract(epoch from e.deadline)::bigint "
+    "  extract(epoch from e.deadline)::bigint, extract(epoch from now())::bigint "
     "from wanted e "
     "join fleetwave.rollouts r on r.id = e.job_id "
     "join fleetwave.releases rel on rel.id = r.release_id";
@@ -166,12 +166,6 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch,
   }
   for (const auto& t : all_things) things.push_back(t);
 
-  // The database clock and which things are registered, in one round trip.
-  auto head = txn.exec_prepared1("fleetwave_jobs_head", things.dump());
-  snapshot.now = head[0].as<int64_t>();
-  for (const auto& id : Json::parse(head[1].as<std::string>()))
-    snapshot.known_things.insert(id.get<std::string>());
-
   // Two index-friendly halves: a device's pending executions (the partial pending index) and
   // the executions requests name (the primary key) that are no longer pending (every named
   // thing is among `things`, so its pending ones come with the first half). An OR of the two
@@ -208,6 +202,25 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch,
     auto& of_thing = snapshot.executions[e.thing_name];
     waves.push_back({&of_thing, of_thing.size(), wave});
     of_thing.push_back(std::move(e));
+  }
+
+  // The database clock and which things are registered. A thing with an execution is (the
+  // foreign key), and the load's rows carry the clock: the head query asks only about things
+  // with nothing loaded, and mostly there are none (a request comes from a device with work).
+  Json unproven = Json::array();
+  for (const auto& t : all_things) {
+    if (snapshot.executions.count(t))
+      snapshot.known_things.insert(t);
+    else
+      unproven.push_back(t);
+  }
+  if (!unproven.empty() || rows.empty()) {
+    auto head = txn.exec_prepared1("fleetwave_jobs_head", unproven.dump());
+    snapshot.now = head[0].as<int64_t>();
+    for (const auto& id : Json::parse(head[1].as<std::string>()))
+      snapshot.known_things.insert(id.get<std::string>());
+  } else {
+    snapshot.now = rows[0][15].as<int64_t>();  // now(): the transaction's start, as the head's
   }
 
   // The documents of rollouts not seen before, in one more round trip (rarely: once per

@@ -53,6 +53,29 @@ TEST_F(JobsStoreTest, QueuesAndLoadsWithTheJobDocument) {
   EXPECT_EQ(loaded, 1);
 }
 
+// Registered things are known whether or not they have executions (the head query asks only
+// about those without), unregistered ones are not, and the clock comes either way.
+TEST_F(JobsStoreTest, KnowsRegisteredThingsWithAndWithoutExecutions) {
+  Sql("insert into fleetwave.devices (id, model, firmware, firmware_key) values "
+      "('t2','arm','1.0.0','k')");
+  store_.RunBatch({.queue = {{"job-1", "t1", 1, std::nullopt}}},
+                  [](JobsSnapshot&) { return JobsWrites{}; });
+  for (const std::set<std::string>& things :
+       {std::set<std::string>{"t1"}, std::set<std::string>{"t1", "t2", "ghost"},
+        std::set<std::string>{"ghost"}}) {
+    JobsBatch batch;
+    batch.things = things;
+    store_.RunBatch(batch, [&](JobsSnapshot& s) {
+      EXPECT_GT(s.now, 1700000000);
+      std::set<std::string> expected;
+      for (const auto& t : things)
+        if (t != "ghost") expected.insert(t);
+      EXPECT_EQ(s.known_things, expected);
+      return JobsWrites{};
+    });
+  }
+}
+
 // The rollout's document, read once per rollout, with each execution's own fields added.
 TEST_F(JobsStoreTest, EachExecutionGetsItsRolloutsDocumentWithItsOwnFields) {
   Sql("insert into fleetwave.releases (model, version, version_key, url, sha256, size) values "
