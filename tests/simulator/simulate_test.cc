@@ -211,8 +211,9 @@ TEST_F(SimulateTest, AHealthyReleaseReachesEverySimulatedDevice) {
 TEST_F(SimulateTest, AFailingReleaseIsAbortedAfterItsFirstWave) {
   spec_.canary_per_mille = 0;
   Fleet();
+  // minExecuted 1: see SignedNoticesRollOut... (the first failure already makes 95 % unreachable).
   StartEngine(R"({"waves": [{"percent": 10}, {"percent": 50}, {"percent": 100}],
-                  "abort": [{"failureType": "ALL", "thresholdPercent": 10, "minExecuted": 5,
+                  "abort": [{"failureType": "ALL", "thresholdPercent": 10, "minExecuted": 1,
                              "action": "abort"}],
                   "soakSeconds": 0, "cycleIntervalSeconds": 1})");
   StartSimulator(R"({
@@ -302,8 +303,10 @@ TEST_F(SimulateTest, SignedNoticesRollOutAndAReleaseTheReleaseKeyDidNotSignIsRef
       registry.AddRelease(r);
     }
   }
+  // minExecuted 1: the first refusal already makes wave 1's 95 % unreachable (a pause); the
+  // abort must be able to trip on it too, not only once 5 refusals landed before a gate pass.
   StartEngine(R"({"waves": [{"percent": 10}, {"percent": 50}, {"percent": 100}],
-                  "abort": [{"failureType": "ALL", "thresholdPercent": 10, "minExecuted": 5,
+                  "abort": [{"failureType": "ALL", "thresholdPercent": 10, "minExecuted": 1,
                              "action": "abort"}],
                   "soakSeconds": 0, "cycleIntervalSeconds": 1})",
               std::make_shared<controller::NoticeSigner>(std::move(notice_key.secret_key)));
