@@ -171,13 +171,24 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch,
   // thing is among `things`, so its pending ones come with the first half). An OR of the two
   // would scan the table. Kept once should one still come twice.
   auto rows = txn.exec_prepared("fleetwave_jobs_load", things.dump(), named.dump());
+
+  // The documents of rollouts not seen before, in one more round trip (rarely: once per
+  // rollout and connection). Bounded: past 1,000 rollouts the cache starts again, with this
+  // batch's.
+  std::set<std::string> jobs, missing;
+  for (const auto& row : rows) jobs.insert(row[0].as<std::string>());
+  for (const auto& job : jobs)
+    if (!documents.count(job)) missing.insert(job);
+  if (!missing.empty()) {
+    if (documents.size() > 1000) {
+      documents.clear();
+      missing = jobs;
+    }
+    for (const auto& row : txn.exec_prepared("fleetwave_jobs_documents", Json(missing).dump()))
+      documents[row[0].as<std::string>()] = row[1].as<std::string>();
+  }
+
   std::set<std::pair<std::string, std::string>> seen;
-  struct Wave {
-    std::vector<fleet::Execution>* executions;  // map nodes stay put
-    size_t index;
-    int wave;
-  };
-  std::vector<Wave> waves;
   for (const auto& row : rows) {
     if (!seen.insert({row[0].as<std::string>(), row[1].as<std::string>()}).second) continue;
     fleet::Execution e;
@@ -193,15 +204,15 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch,
     e.started_at = OptionalInt(row[7]);
     e.last_updated_at = row[8].as<int64_t>();
     e.step_timeout_at = OptionalInt(row[9]);
-    const int wave = row[10].as<int>();
     e.release_version = row[11].as<std::string>();
     if (!row[12].is_null()) e.last_client_token = row[12].as<std::string>();
     if (!row[13].is_null()) e.last_answer = row[13].as<std::string>();
     e.deadline = OptionalInt(row[14]);
+    auto document = documents.find(e.job_id);
+    e.job_document = ExecutionDocument(document == documents.end() ? "{}" : document->second,
+                                       e.job_id, row[10].as<int>(), e.queued_at, e.deadline);
     e.queued_in_batch = queued.count({e.job_id, e.thing_name}) > 0;
-    auto& of_thing = snapshot.executions[e.thing_name];
-    waves.push_back({&of_thing, of_thing.size(), wave});
-    of_thing.push_back(std::move(e));
+    snapshot.executions[e.thing_name].push_back(std::move(e));
   }
 
   // The database clock and which things are registered. A thing with an execution is (the
@@ -221,24 +232,6 @@ JobsSnapshot Load(pqxx::work& txn, const JobsBatch& batch,
       snapshot.known_things.insert(id.get<std::string>());
   } else {
     snapshot.now = rows[0][15].as<int64_t>();  // now(): the transaction's start, as the head's
-  }
-
-  // The documents of rollouts not seen before, in one more round trip (rarely: once per
-  // rollout and connection), then each execution's own.
-  Json missing = Json::array();
-  for (const auto& [thing, executions] : snapshot.executions)
-    for (const auto& e : executions)
-      if (!documents.count(e.job_id)) missing.push_back(e.job_id);  // duplicates are harmless
-  if (!missing.empty()) {
-    if (documents.size() > 1000) documents.clear();  // bounded: ended rollouts leave
-    for (const auto& row : txn.exec_prepared("fleetwave_jobs_documents", missing.dump()))
-      documents[row[0].as<std::string>()] = row[1].as<std::string>();
-  }
-  for (const auto& [executions, index, wave] : waves) {
-    fleet::Execution& e = (*executions)[index];
-    auto it = documents.find(e.job_id);
-    e.job_document = ExecutionDocument(it == documents.end() ? "{}" : it->second, e.job_id, wave,
-                                       e.queued_at, e.deadline);
   }
   return snapshot;
 }
