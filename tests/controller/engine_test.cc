@@ -345,9 +345,12 @@ TEST_F(EngineTest, HealthyReleaseReachesEveryDeviceWaveByWaveAndTheNextCycleStar
 TEST_F(EngineTest, BadReleaseIsAbortedAfterTheFirstWaveAndLaterWavesNeverHearOfIt) {
   Fleet(20);
   StartEngine(R"({"waves": [{"percent": 10, "minDevices": 4}, {"percent": 50}, {"percent": 100}],
-                  "abort": [{"failureType": "ALL", "thresholdPercent": 10, "minExecuted": 2,
+                  "abort": [{"failureType": "ALL", "thresholdPercent": 10, "minExecuted": 1,
                              "action": "abort"}],
                   "soakSeconds": 0, "cycleIntervalSeconds": 1})");
+  // minExecuted 1: with 95% to meet in a wave of 4, the first failure already makes the wave's
+  // threshold unreachable, and a criterion that needed 2 finished executions would race the
+  // pause that follows.
   StartDevices([](int) { return Behaviour::kFail; });
   ASSERT_TRUE(
       WaitFor("select state = 'aborted' from fleetwave.rollouts where id = '" + kRollout + "'",
@@ -493,14 +496,16 @@ TEST_F(EngineTest, TwoControllersOneLeadsOneCycle) {
 TEST_F(EngineTest, KillDashNineMidWaveThenRestartCompletesWithoutApplyingTwice) {
   Fleet(30);
   const std::string plan =
-      R"({"waves": [{"percent": 10}, {"percent": 50}, {"percent": 100}], "soakSeconds": 1})";
+      R"({"waves": [{"percent": 10}, {"percent": 50}, {"percent": 100}], "soakSeconds": 3})";
   auto controller = StartControllerProcess(plan);
   ASSERT_TRUE(WaitFor("select count(*) = 1 from fleetwave.rollouts", "the cycle to be planned"));
   StartDevices([](int) { return Behaviour::kSucceed; });
-  ASSERT_TRUE(
-      WaitFor("select state in ('running', 'soaking') from fleetwave.waves "
-              "where wave = 2",
-              "wave 2 to start", 30s));
+  // Soaks count whole seconds, so a soak of 3 lasts 2 to 3 s: from wave 2's start the rollout
+  // needs two of them to complete, a window a poll cannot miss on a loaded machine (a short
+  // "running or soaking" window was missed once).
+  ASSERT_TRUE(WaitFor("select state <> 'pending' from fleetwave.waves where wave = 2",
+                      "wave 2 to start", 30s));
+  ASSERT_EQ(Query<std::string>("select state from fleetwave.rollouts"), "running");
   controller->Signal(SIGKILL);
   ASSERT_EQ(controller->Wait(10000), 128 + SIGKILL);
   controller = StartControllerProcess(plan);
@@ -587,7 +592,9 @@ TEST_F(EngineTest, ADeviceThatKeepsFailingIsQuarantinedForTheRelease) {
 
 TEST_F(EngineTest, ANewerReleaseSupersedesTheRunningRolloutAfterItsCurrentWave) {
   Fleet(10);
-  StartEngine(R"({"waves": [{"percent": 20}, {"percent": 100}], "soakSeconds": 2,
+  // Soaks count whole seconds: a soak of 5 lasts 4 to 5 s, long enough for a poll to see it on a
+  // loaded machine (2 was missed once).
+  StartEngine(R"({"waves": [{"percent": 20}, {"percent": 100}], "soakSeconds": 5,
                   "cycleIntervalSeconds": 0})");
   StartDevices([](int) { return Behaviour::kSucceed; });
   ASSERT_TRUE(
