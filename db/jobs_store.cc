@@ -297,11 +297,26 @@ pqxx::connection& JobsStore::Conn() {
   return *conn_;
 }
 
+// PostgreSQL plans a prepared statement once for all parameters after its first five runs, by
+// the table sizes of that moment. Planned while job_executions was nearly empty (a fleet at
+// rest before its first rollout), the load and the write read the whole table on every batch
+// (a sequential scan and a hash join) until autovacuum's next ANALYZE, up to a minute and a
+// wave later; planned again after executions were queued, they look up each row by its key.
+void JobsStore::PrepareAgain() {
+  prepare_again_ = false;
+  if (!conn_ || !conn_->is_open()) return;  // Conn() prepares them on a new connection
+  for (const auto& [name, sql] : kStatements) {
+    conn_->unprepare(name);
+    conn_->prepare(name, sql);
+  }
+}
+
 BatchResult JobsStore::RunBatch(const JobsBatch& batch,
                                 const std::function<JobsWrites(JobsSnapshot&)>& decide) {
   BatchResult result;
   for (result.attempts = 1;; ++result.attempts) {
     try {
+      if (prepare_again_) PrepareAgain();
       pqxx::work txn(Conn());
       if (batch.in_transaction) batch.in_transaction(txn);
       Queue(txn, batch.queue);
@@ -311,6 +326,7 @@ BatchResult JobsStore::RunBatch(const JobsBatch& batch,
       result.notices.clear();
       result.rows_written = Write(txn, writes, batch.mark_sent, &result);
       txn.commit();
+      if (!batch.queue.empty()) prepare_again_ = true;
       return result;
     } catch (const VersionConflict&) {
       if (result.attempts >= kMaxAttempts)

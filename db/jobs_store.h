@@ -99,9 +99,11 @@ class JobsStore {
 
  private:
   pqxx::connection& Conn();
+  void PrepareAgain();  // after queuing executions, so that the statements' plans follow the table
 
   std::string conninfo_;
   std::unique_ptr<pqxx::connection> conn_;
+  bool prepare_again_ = false;  // executions were queued since the statements were prepared
   // Rollout id -> its job document (jsonb text). A rollout's document never changes, so each is
   // read once instead of once per execution loaded (building it in SQL for every row was half
   // the load's time).

@@ -3,8 +3,12 @@
 #include "db/outbox.h"
 
 #include <gtest/gtest.h>
+
+#include <array>
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
+#include <thread>
 
 #include "tests/support/test_database.h"
 
@@ -105,6 +109,58 @@ TEST_F(JobsStoreTest, EachExecutionGetsItsRolloutsDocumentWithItsOwnFields) {
                                         "rollout": {"id": "job-2", "wave": 1}, "issuedAt": )" +
                                                            std::to_string(queued_at) + "}"));
   }
+}
+
+// A fleet at rest gives the store many batches while job_executions is empty, and PostgreSQL
+// then settles on one plan for its prepared statements, made for an empty table. Once a wave's
+// executions are queued the statements are planned again, so a batch looks its rows up by key
+// instead of reading the whole table (a sequential scan per batch, 100,000 rows in a rollout).
+TEST_F(JobsStoreTest, BatchesAfterAWaveIsQueuedReadExecutionsByKey) {
+  constexpr int kThings = 20000;
+  Sql("insert into fleetwave.devices (id, model, firmware, firmware_key) "
+      "select 'd' || i, 'arm', '1.0.0', 'k' from generate_series(1, " +
+      std::to_string(kThings) + ") i");
+  auto some_things = [](int from) {
+    JobsBatch batch;
+    for (int i = from; i < from + 100; ++i) batch.named.insert({"job-1", "d" + std::to_string(i)});
+    return batch;
+  };
+  auto nothing = [](JobsSnapshot&) { return JobsWrites{}; };
+  for (int i = 0; i < 8; ++i) store_.RunBatch(some_things(1 + 100 * i), nothing);  // at rest
+  JobsBatch wave;
+  for (int i = 1; i <= kThings; ++i)
+    wave.queue.push_back({"job-1", "d" + std::to_string(i), 1, {}});
+  store_.RunBatch(wave, nothing);
+
+  // An idle session hands its statistics to the cumulative views within PostgreSQL's idle
+  // interval (10 s): wait until they show the wave's inserts, then count one more batch's scans.
+  auto scans = [&] {
+    auto r =
+        Sql("select n_tup_ins, seq_scan, idx_scan from pg_stat_user_tables "
+            "where relid = 'fleetwave.job_executions'::regclass")[0];
+    return std::array<int64_t, 3>{r[0].as<int64_t>(), r[1].as<int64_t>(), r[2].as<int64_t>()};
+  };
+  auto wait_for = [&](auto holds) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!holds()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+  };
+  ASSERT_TRUE(wait_for([&] { return scans()[0] >= kThings; }));
+  const auto before = scans();
+  size_t loaded = 0;
+  store_.RunBatch(some_things(5001), [&](JobsSnapshot& s) {
+    loaded = s.executions.size();
+    return JobsWrites{};
+  });
+  EXPECT_EQ(loaded, 100u);
+  ASSERT_TRUE(wait_for([&] {
+    auto now = scans();
+    return now[1] + now[2] > before[1] + before[2];
+  }));
+  EXPECT_EQ(scans()[1], before[1]) << "the batch read job_executions with a sequential scan";
 }
 
 TEST_F(JobsStoreTest, AConcurrentChangeMakesTheBatchDecideAgain) {
