@@ -305,9 +305,14 @@ pqxx::connection& JobsStore::Conn() {
 void JobsStore::PrepareAgain() {
   prepare_again_ = false;
   if (!conn_ || !conn_->is_open()) return;  // Conn() prepares them on a new connection
-  for (const auto& [name, sql] : kStatements) {
-    conn_->unprepare(name);
-    conn_->prepare(name, sql);
+  try {
+    for (const auto& [name, sql] : kStatements) {
+      conn_->unprepare(name);
+      conn_->prepare(name, sql);
+    }
+  } catch (...) {
+    conn_.reset();  // never keep a connection with some statements missing; Conn() starts anew
+    throw;
   }
 }
 
