@@ -402,7 +402,7 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
     answers.push_back(std::move(p.answer));
   }
   if (!written) GiveBackAcked(std::move(batch.mark_sent));  // the next batch marks them
-  Hand({std::move(answers), std::move(result.notices)});
+  // Counted before the answers go out: whoever has an answer sees its batch in the metrics.
   if (!requests.empty()) m_.batch_requests->Observe(static_cast<double>(requests.size()));
   if (written) {
     m_.commit_seconds->Observe(std::chrono::duration<double>(publish_start - db_start).count());
@@ -410,6 +410,7 @@ void JobsService::ProcessBatch(std::vector<mqtt::Message>& messages) {
   }
   m_.telemetry_rejected->Inc(telemetry_rejected + (written ? result.telemetry_dropped : 0));
   m_.rows_written->Inc(result.rows_written);
+  Hand({std::move(answers), std::move(result.notices)});
 }
 
 void JobsService::AnswerLoop() {

@@ -341,8 +341,8 @@ void Watchdog::StartChild() {
   pidfd_ = pidfd;
   child_started_at_ = Clock::now();
   restart_at_.reset();
+  ++child_starts_;  // first: whoever sees the new pid sees it counted
   child_pid_.store(pid);
-  ++child_starts_;
   spdlog::info("watchdog: started `{}` (pid {})", Join(options_.supervise), pid);
 }
 
