@@ -103,6 +103,7 @@ struct JobsMetrics {
   Counter* rows_written;               // fleetwave_jobs_rows_written_total
   Counter* notices_sent;               // fleetwave_notices_sent_total
   Counter* answers_dropped;            // fleetwave_answers_dropped_total
+  Counter* inbound_dropped;            // fleetwave_inbound_dropped_total
   Counter* telemetry_ingested;         // fleetwave_telemetry_ingested_total
   Counter* telemetry_rejected;         // fleetwave_telemetry_rejected_total
   Counter* database_errors;            // fleetwave_database_errors_total
@@ -124,6 +125,9 @@ struct JobsServiceStats {
   // Answers not published because the publisher stayed stuck for kHandWaitAtMost (overload);
   // their devices ask again, and the notices of those batches go out by the outbox relay.
   uint64_t answers_dropped = 0;
+  // Requests and telemetry dropped on arrival because the inbound queue was full (overload);
+  // devices ask again.
+  uint64_t inbound_dropped = 0;
   double database_seconds = 0;  // in RunBatch: load, decide, write, commit
   double publish_seconds = 0;   // publishing answers (beside the serve loop)
 };
@@ -202,9 +206,9 @@ class JobsService {
   bool serve_joined_ = false;  // guarded by answers_mu_; the answerer may end once it is set
   static constexpr size_t kMaxAnswerBatches = 4;
   // How long Hand() waits for room before it drops the batch's answers: kHandWaitAtMost once the
-  // requests' inbound queue is nearly full, else kHandWaitLongest. The serve loop must not wait
-  // on the publisher indefinitely: while Paho's receive thread is held by a full inbound queue,
-  // no publish gets through until the serve loop drains that queue.
+  // requests' inbound queue is nearly full (requests are about to be dropped on arrival), else
+  // kHandWaitLongest. The serve loop must not wait on the publisher indefinitely: the requests
+  // behind it would be dropped.
   static constexpr std::chrono::seconds kHandWaitAtMost{1};
   static constexpr std::chrono::seconds kHandWaitLongest{10};
   // Notices published but not yet confirmed (unconfirmed_), and confirmed ones to be marked sent
@@ -219,6 +223,7 @@ class JobsService {
   MetricsRegistry* registry_;
   JobsMetrics m_;
   const size_t inbound_high_water_;  // 3/4 of the requests connection's max_inbound
+  uint64_t inbound_dropped_seen_ = 0;  // the requests connection's dropped count, last looked at
 };
 
 }  // namespace controller

@@ -539,9 +539,10 @@ void Client::Impl::OnMessage(const const_message_ptr& msg) {
     // Back-pressure: hold Paho's receive thread until Receive() makes room. That stalls all of
     // Paho in the process, so it happens only when the gate allows (see PahoGate).
     auto room = [&] { return stopping_ || inbound_.size() < options_.max_inbound; };
-    if (!room() && m.qos == 0) {
+    if (!room() && (m.qos == 0 || options_.drop_when_full)) {
       // A QoS 0 message (telemetry) may be lost on the wire anyway: under overload it is the one
-      // to lose, rather than stalling Paho (and the requests behind it) to keep it.
+      // to lose, rather than stalling Paho (and the requests behind it) to keep it. With
+      // drop_when_full, so is any message: its sender asks again.
       ++counters_.dropped;
       return;
     }

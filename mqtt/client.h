@@ -3,7 +3,8 @@
 // - Paho callbacks only enqueue: received messages go to a bounded inbound queue that Receive()
 //   drains; when it is full the Paho receive thread waits, so Paho stops reading the socket and
 //   the broker queues for us (up to its max_queued_messages) instead of messages being lost.
-//   Except QoS 0 messages: when the queue is full they are dropped (stats().dropped).
+//   Except QoS 0 messages, and every message with drop_when_full: when the queue is full they
+//   are dropped (stats().dropped), and nothing waits.
 //   Paho acknowledges a QoS 1 message before handing it over: messages still in the queue when
 //   the Client is destroyed are gone.
 // - Publish() keeps at most `max_inflight` QoS 1 messages unacknowledged; beyond that it waits.
@@ -48,6 +49,10 @@ struct ClientOptions {
   int subscription_qos = 1;
   size_t max_inflight = 1000;  // QoS 1 publishes awaiting PUBACK
   size_t max_inbound = 50000;  // received messages waiting for Receive()
+  // When the inbound queue is full, drop QoS 1 messages too (counted in stats().dropped) rather
+  // than hold Paho's receive thread (see above): for a process whose drainer waits on its own
+  // publishes, whose PUBACKs that thread would no longer read. Their senders must ask again.
+  bool drop_when_full = false;
   int keep_alive_seconds = 20;
   std::chrono::milliseconds connect_timeout{5000};
 
@@ -69,7 +74,7 @@ struct ClientStats {
   uint64_t published = 0;         // publishes acknowledged (QoS 1) or handed over (QoS 0)
   uint64_t publish_failures = 0;  // publishes the broker never acknowledged
   uint64_t connects = 0;          // successful connects, including reconnects
-  uint64_t dropped = 0;           // QoS 0 messages dropped because the inbound queue was full
+  uint64_t dropped = 0;           // messages dropped because the inbound queue was full
   size_t inflight = 0;
   size_t inbound = 0;
 };

@@ -147,6 +147,7 @@ TEST_F(MetricsScrapeTest, RequestsHistogramsAndDatabaseGaugesShowWhatDevicesDid)
       << body;
   EXPECT_EQ(Sample(body, "fleetwave_database_errors_total"), 0) << body;
   EXPECT_EQ(Sample(body, "fleetwave_answers_dropped_total"), 0) << body;
+  EXPECT_EQ(Sample(body, "fleetwave_inbound_dropped_total"), 0) << body;
   // The engine's stats are the same numbers.
   EXPECT_EQ(Sample(body, "fleetwave_leader"), 1) << body;
   EXPECT_GE(Sample(body, "fleetwave_leader_epoch").value_or(0), 1) << body;

@@ -402,6 +402,39 @@ TEST_F(ClientTest, AFullInboundQueueDropsQos0MessagesInsteadOfStalling) {
   EXPECT_TRUE(pub.Publish(prefix_ + "/elsewhere", "x", 1, kDeadline));
 }
 
+// The controller's requests connection: its drainer waits on its own publisher, whose PUBACKs
+// a held receive thread would not read. Full, it drops QoS 1 messages too, and holds nothing.
+TEST_F(ClientTest, WithDropWhenFullAFullQueueDropsQos1MessagesAndHoldsNothing) {
+  ClientOptions so = Options({prefix_ + "/in/#"});
+  so.max_inbound = 2;
+  so.drop_when_full = true;
+  Client sub(so);
+  Client pub(Options());
+  ASSERT_TRUE(sub.WaitConnected(kDeadline));
+  ASSERT_TRUE(pub.WaitConnected(kDeadline));
+
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(pub.Publish(prefix_ + "/in/r", std::to_string(i), 1, kDeadline));
+  // Every PUBACK was read while the queue was full (a held receive thread reads none).
+  ASSERT_TRUE(pub.Flush(kDeadline));
+  EXPECT_EQ(pub.stats().published, 10u);
+  const auto deadline = Clock::now() + kDeadline;
+  while (sub.stats().dropped < 8 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(5));  // polling a counter, with a deadline
+  }
+  EXPECT_EQ(sub.stats().dropped, 8u);
+  auto got = ReceiveN(sub, 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].payload, "0");
+  EXPECT_EQ(got[1].payload, "1");
+  // Drained, it takes messages again.
+  ASSERT_TRUE(pub.Publish(prefix_ + "/in/r", "after", 1, kDeadline));
+  got = ReceiveN(sub, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].payload, "after");
+  EXPECT_EQ(sub.stats().dropped, 8u);
+}
+
 TEST_F(ClientTest, StopUnblocksWaitingReceive) {
   Client sub(Options({prefix_ + "/#"}));
   ASSERT_TRUE(sub.WaitConnected(kDeadline));
