@@ -536,6 +536,16 @@ void Engine::ReconcileRollout(const std::string& rollout_id, bool terminal, bool
     }
     db::WaveRow cursor = w;
     while (allowance > 0 && !stop_ && leading_) {
+      // Devices first: while their messages wait beyond a few seconds of serving, more notices
+      // would only make them wait longer; the next pass queues on.
+      if (jobs_->Backlogged()) {
+        if (!backlog_told_)
+          spdlog::info("rollout {} wave {}: queuing waits while device requests are backlogged",
+                       rollout_id, w.wave);
+        backlog_told_ = true;
+        return;
+      }
+      backlog_told_ = false;
       db::Targets next;
       {
         pqxx::work txn(Conn());

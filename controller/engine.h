@@ -102,6 +102,7 @@ class Engine {
   std::unique_ptr<JobsService> jobs_;  // while leading; guarded by jobs_mu_ for WaitServing
   std::mutex jobs_mu_;
   std::unique_ptr<pqxx::connection> conn_;
+  bool backlog_told_ = false;  // "queuing waits for the backlog" logged, and not yet resumed
 
   std::atomic<bool> stop_{false};
   std::atomic<bool> leading_{false};

@@ -169,7 +169,9 @@ JobsService::JobsService(JobsServiceOptions options, MetricsRegistry* metrics)
       own_registry_(metrics ? nullptr : std::make_unique<MetricsRegistry>()),
       registry_(metrics ? metrics : own_registry_.get()),
       m_(*registry_),
-      inbound_high_water_(RequestsMaxInbound(options_) / 4 * 3) {}
+      inbound_high_water_(RequestsMaxInbound(options_) / 4 * 3),
+      backlog_limit_(options_.backlog_limit > 0 ? options_.backlog_limit
+                                                : RequestsMaxInbound(options_) / 4) {}
 
 JobsService::~JobsService() { Stop(); }
 
@@ -201,6 +203,8 @@ bool JobsService::WaitReady(std::chrono::milliseconds timeout) {
          publisher_.WaitConnected(std::chrono::duration_cast<std::chrono::milliseconds>(
              std::max(deadline - Clock::now(), Clock::duration::zero())));
 }
+
+bool JobsService::Backlogged() const { return requests_.stats().inbound > backlog_limit_; }
 
 JobsServiceStats JobsService::stats() const {
   JobsServiceStats s;

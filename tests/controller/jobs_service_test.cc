@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -353,6 +354,38 @@ TEST_F(JobsServiceTest, WithoutADatabaseRequestsAreAnsweredInternalError) {
   // A malformed request still gets its own code.
   EXPECT_EQ(device.Rejected("jobs/start-next", "{")["code"], "InvalidJson");
   EXPECT_GE(service_->stats().database_errors, 1u);
+}
+
+// The engine's signal to hold back new executions: device messages waiting beyond the limit.
+TEST_F(JobsServiceTest, BackloggedWhileMoreRequestsWaitThanTheLimitAndNotOnceServed) {
+  JobsServiceOptions o;
+  o.db = database_.conninfo();
+  o.mqtt_uri = testing_support::BrokerUri();
+  o.client_id = client_id_ + "-backlog";
+  o.topic_root = root_;
+  o.telemetry_root = root_ + "-telemetry";
+  o.backlog_limit = 3;
+  JobsService waiting(o);  // not started: nothing serves what it receives
+  ASSERT_TRUE(waiting.WaitReady(std::chrono::seconds(10)));
+  EXPECT_FALSE(waiting.Backlogged());
+
+  mqtt::ClientOptions co;
+  co.server_uri = testing_support::BrokerUri();
+  mqtt::Client device(co);
+  ASSERT_TRUE(device.WaitConnected(std::chrono::seconds(10)));
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(device.Publish(root_ + "/t1/jobs/start-next",
+                               R"({"clientToken": "c)" + std::to_string(i) + "\"}", 1));
+  ASSERT_TRUE(device.Flush(std::chrono::seconds(10)));
+  auto until = [](const std::function<bool()>& holds) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (!holds() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // a condition, with a deadline
+    return holds();
+  };
+  EXPECT_TRUE(until([&] { return waiting.Backlogged(); })) << "4 waiting, limit 3";
+  waiting.Start();
+  EXPECT_TRUE(until([&] { return !waiting.Backlogged(); })) << "served, nothing waits";
 }
 
 }  // namespace
