@@ -230,7 +230,7 @@ class JobsService {
   std::unique_ptr<MetricsRegistry> own_registry_;  // when none was given
   MetricsRegistry* registry_;
   JobsMetrics m_;
-  const size_t inbound_high_water_;  // 3/4 of the requests connection's max_inbound
+  const size_t inbound_high_water_;    // 3/4 of the requests connection's max_inbound
   uint64_t inbound_dropped_seen_ = 0;  // the requests connection's dropped count, last looked at
   const size_t backlog_limit_;
 };

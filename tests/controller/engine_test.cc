@@ -49,6 +49,7 @@ class SimDevice {
     stop_ = true;
     thread_.join();
   }
+  const std::string& thing() const { return device_.thing(); }
   bool notified() const { return notified_; }
   std::string firmware() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -361,19 +362,16 @@ TEST_F(EngineTest, BadReleaseIsAbortedAfterTheFirstWaveAndLaterWavesNeverHearOfI
   // Once every execution is final (a wave-1 device that connected late may have found its
   // execution canceled by the abort before it asked): only devices with an execution, and so
   // only wave-1 devices, were ever told of the release.
-  ASSERT_TRUE(WaitFor("select count(*) = 0 from fleetwave.job_executions "
-                      "where status in ('QUEUED', 'IN_PROGRESS')",
-                      "every execution to be final"));
+  ASSERT_TRUE(
+      WaitFor("select count(*) = 0 from fleetwave.job_executions "
+              "where status in ('QUEUED', 'IN_PROGRESS')",
+              "every execution to be final"));
   const std::string told = Query<std::string>(
       "select coalesce(string_agg(thing_name, ',' order by thing_name), '') "
       "from fleetwave.job_executions where status <> 'CANCELED'");
-  std::string notified;
-  for (int i = 0; i < devices_count_; ++i) {
-    if (!devices_[static_cast<size_t>(i)]->notified()) continue;
-    char id[16];
-    std::snprintf(id, sizeof id, "d%02d", i);
-    notified += (notified.empty() ? "" : ",") + std::string(id);
-  }
+  std::string notified;  // devices_ are in name order
+  for (const auto& d : devices_)
+    if (d->notified()) notified += (notified.empty() ? "" : ",") + d->thing();
   EXPECT_EQ(notified, told);
   EXPECT_FALSE(notified.empty());
   // The halted release is skipped by later cycles.

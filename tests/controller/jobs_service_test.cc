@@ -5,13 +5,13 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <functional>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "tests/support/eventually.h"
 #include "tests/support/test_database.h"
 #include "tests/support/test_device.h"
 
@@ -377,15 +377,11 @@ TEST_F(JobsServiceTest, BackloggedWhileMoreRequestsWaitThanTheLimitAndNotOnceSer
     ASSERT_TRUE(device.Publish(root_ + "/t1/jobs/start-next",
                                R"({"clientToken": "c)" + std::to_string(i) + "\"}", 1));
   ASSERT_TRUE(device.Flush(std::chrono::seconds(10)));
-  auto until = [](const std::function<bool()>& holds) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-    while (!holds() && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // a condition, with a deadline
-    return holds();
-  };
-  EXPECT_TRUE(until([&] { return waiting.Backlogged(); })) << "4 waiting, limit 3";
+  EXPECT_TRUE(testing_support::Eventually([&] { return waiting.Backlogged(); }))
+      << "4 waiting, limit 3";
   waiting.Start();
-  EXPECT_TRUE(until([&] { return !waiting.Backlogged(); })) << "served, nothing waits";
+  EXPECT_TRUE(testing_support::Eventually([&] { return !waiting.Backlogged(); }))
+      << "served, nothing waits";
 }
 
 }  // namespace

@@ -190,11 +190,11 @@ TEST_F(SimulateTest, AHealthyReleaseReachesEverySimulatedDevice) {
             0);
   // Health telemetry arrives from the devices on their new firmware too: within a telemetry
   // period (0.2 s) of each one's SUCCEEDED, so the last devices' may still be on its way.
-  EXPECT_TRUE(WaitFor(
-      "select count(distinct thing_name) = 300 from fleetwave.telemetry "
-      "where payload ->> 'firmware' = '2.0.0' and payload ? 'crashCount' "
-      "and payload ? 'uptimeSeconds' and payload ? 'bootCount'",
-      "telemetry from every device on 2.0.0", 10s));
+  EXPECT_TRUE(
+      WaitFor("select count(distinct thing_name) = 300 from fleetwave.telemetry "
+              "where payload ->> 'firmware' = '2.0.0' and payload ? 'crashCount' "
+              "and payload ? 'uptimeSeconds' and payload ? 'bootCount'",
+              "telemetry from every device on 2.0.0", 10s));
   const auto deadline = std::chrono::steady_clock::now() + 10s;
   Progress p = simulator_->progress();
   while (p.tally[Count::kSucceeded] < 300 && std::chrono::steady_clock::now() < deadline) {
@@ -244,10 +244,11 @@ TEST_F(SimulateTest, AFailingReleaseIsAbortedAfterItsFirstWave) {
                            "'FAILED' and status_details ->> 'reason' = 'install-failed'"),
             5);
   // (A device already installing when the rollout aborted reports its failure a moment later.)
-  EXPECT_TRUE(WaitFor("select count(*) = 0 from fleetwave.job_executions e join "
-                      "fleetwave.devices d on d.id = e.thing_name where d.model = 'm1' and "
-                      "e.status not in ('FAILED', 'CANCELED')",
-                      "every m1 execution FAILED or CANCELED", 10s));
+  EXPECT_TRUE(
+      WaitFor("select count(*) = 0 from fleetwave.job_executions e join "
+              "fleetwave.devices d on d.id = e.thing_name where d.model = 'm1' and "
+              "e.status not in ('FAILED', 'CANCELED')",
+              "every m1 execution FAILED or CANCELED", 10s));
   EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.devices where model = 'm1' and "
                            "firmware = '1.0.0'"),
             150);
