@@ -6,9 +6,10 @@
 // when the service is idle, and sends what is left over after a crash or an outage.
 //
 // Backpressure: the requests connection queues up to 100,000 messages in memory. Paho delivers
-// all clients' messages on one thread, so while that queue is full (only when the database has
-// been unreachable for a long while) publishing stalls too and answers time out; devices ask
-// again. Messages not yet received stay with the broker.
+// all clients' messages (the publisher's acknowledgements too) on one thread, which must never
+// wait: what arrives while that queue is full (an overload, or a long database outage) is
+// dropped and counted, and its devices ask again. While more than a quarter of it waits,
+// Backlogged() tells the engine to queue no new executions.
 //
 // Two MQTT connections: `requests` (stable client id, persistent session, QoS 1 subscriptions to
 // the four request filters and telemetry) so requests sent while the controller is down are

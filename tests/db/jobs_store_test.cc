@@ -204,6 +204,40 @@ TEST_F(JobsStoreTest, NoticesComeBackWithTheirOutboxIdsAndAreMarkedSentLater) {
   EXPECT_EQ(Sql("select count(*) from fleetwave.outbox")[0][0].as<int>(), 0);
 }
 
+// Notices and answers go into the statement as JSON, not as escaped strings: a notice is stored
+// byte for byte (after a crash the relay sends again exactly what was published, signature
+// included), and an answer comes back as the same JSON to replay.
+TEST_F(JobsStoreTest, NoticesAreStoredByteForByteAndAnswersAsTheSameJson) {
+  store_.RunBatch({.queue = {{"job-1", "t1", 1, std::nullopt}}},
+                  [](JobsSnapshot&) { return JobsWrites{}; });
+  const std::string payload =
+      R"({"z" :  1, "a":[1, 2 ], "s":"caf\u00e9 \"q\" \\ \n", "é":"€", "n":null})";
+  const std::string answer = R"({"clientToken":"c\"1","execution":{"jobId":"job-1"},"x":"é"})";
+  JobsBatch batch;
+  batch.things = {"t1"};
+  BatchResult result = store_.RunBatch(batch, [&](JobsSnapshot& s) {
+    fleet::Execution e = s.executions.at("t1").at(0);
+    e.loaded_version = e.version_number;
+    e.version_number += 1;
+    e.status = fleet::JobStatus::kInProgress;
+    e.last_client_token = "c\"1";
+    e.last_answer = answer;
+    JobsWrites w;
+    w.changed.push_back(e);
+    w.notices = {{"$aws/things/t1/jobs/notify-next", payload}};
+    return w;
+  });
+  ASSERT_EQ(result.notices.size(), 1u);
+  EXPECT_EQ(Sql("select payload from fleetwave.outbox")[0][0].as<std::string>(), payload);
+  store_.RunBatch(batch, [&](JobsSnapshot& s) {
+    const fleet::Execution& e = s.executions.at("t1").at(0);
+    EXPECT_EQ(e.last_client_token, "c\"1");
+    EXPECT_EQ(nlohmann::json::parse(e.last_answer.value_or("null")),
+              nlohmann::json::parse(answer));
+    return JobsWrites{};
+  });
+}
+
 // The relay's view of the outbox: of the oldest `limit` notices, those old enough, in id order;
 // delivered ones are deleted and never come back.
 TEST_F(JobsStoreTest, TheRelayGetsTheOldUnsentNoticesAndDeliveredOnesLeave) {
