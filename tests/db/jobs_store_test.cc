@@ -232,8 +232,7 @@ TEST_F(JobsStoreTest, NoticesAreStoredByteForByteAndAnswersAsTheSameJson) {
   store_.RunBatch(batch, [&](JobsSnapshot& s) {
     const fleet::Execution& e = s.executions.at("t1").at(0);
     EXPECT_EQ(e.last_client_token, "c\"1");
-    EXPECT_EQ(nlohmann::json::parse(e.last_answer.value_or("null")),
-              nlohmann::json::parse(answer));
+    EXPECT_EQ(nlohmann::json::parse(e.last_answer.value_or("null")), nlohmann::json::parse(answer));
     return JobsWrites{};
   });
 }
