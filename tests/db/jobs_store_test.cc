@@ -204,9 +204,9 @@ TEST_F(JobsStoreTest, NoticesComeBackWithTheirOutboxIdsAndAreMarkedSentLater) {
   EXPECT_EQ(Sql("select count(*) from fleetwave.outbox")[0][0].as<int>(), 0);
 }
 
-// Notices and answers go into the statement as JSON, not as escaped strings: a notice is stored
-// byte for byte (after a crash the relay sends again exactly what was published, signature
-// included), and an answer comes back as the same JSON to replay.
+// A notice is stored byte for byte (after a crash the relay sends again exactly what was
+// published, signature included); an answer, spliced into the statement as JSON rather than
+// passed as a string, comes back as the same JSON to replay.
 TEST_F(JobsStoreTest, NoticesAreStoredByteForByteAndAnswersAsTheSameJson) {
   store_.RunBatch({.queue = {{"job-1", "t1", 1, std::nullopt}}},
                   [](JobsSnapshot&) { return JobsWrites{}; });
