@@ -22,6 +22,7 @@
 
 #include "db/registry.h"
 #include "db/rollouts.h"
+#include "tests/support/eventually.h"
 #include "tests/support/process.h"
 #include "tests/support/test_database.h"
 #include "tests/support/test_device.h"
@@ -157,9 +158,9 @@ class EngineTest : public ::testing::Test {
     return txn.exec1(sql)[0].as<T>();
   }
 
-  // Devices d00..dNN of model m1 on 1.0.0, the first `canaries` in the canary ring, and release
-  // 2.0.0 of m1.
-  void Fleet(int n, int canaries = 0) {
+  // Devices d00..dNN of model m1 on 1.0.0, the first `canaries` in the canary ring, and (unless
+  // `release` is false) release 2.0.0 of m1.
+  void Fleet(int n, int canaries = 0, bool release = true) {
     auto c = database_.Connect();
     db::Registry registry(*c);
     for (int i = 0; i < n; ++i) {
@@ -167,9 +168,13 @@ class EngineTest : public ::testing::Test {
       std::snprintf(id, sizeof id, "d%02d", i);
       registry.AddDevice({id, "m1", "1.0.0", i < canaries ? "canary" : "default", {}});
     }
-    registry.AddRelease({"m1", "2.0.0", "https://fw.example/m1-2.0.0.bin", std::string(64, 'a'),
-                         1000, fleet::ReleaseState::kActive});
+    if (release) Release();
     devices_count_ = n;
+  }
+  void Release() {
+    auto c = database_.Connect();
+    db::Registry(*c).AddRelease({"m1", "2.0.0", "https://fw.example/m1-2.0.0.bin",
+                                 std::string(64, 'a'), 1000, fleet::ReleaseState::kActive});
   }
 
   void StartDevices(const std::function<Behaviour(int)>& behaviour, bool telemetry = false) {
@@ -195,6 +200,7 @@ class EngineTest : public ::testing::Test {
     o.client_id = "fw-engine-" + unique_;
     o.topic_root = root_;
     o.telemetry_root = root_;
+    o.backlog_limit = backlog_limit_;
     engines_.push_back(std::make_unique<Engine>(e, o));
     engines_.back()->Start();
     if (engines_.size() == 1) {
@@ -302,6 +308,7 @@ class EngineTest : public ::testing::Test {
   std::string unique_;
   std::string root_;
   int devices_count_ = 0;
+  size_t backlog_limit_ = 0;  // JobsServiceOptions::backlog_limit of the engines started
   std::vector<std::unique_ptr<SimDevice>> devices_;
   std::vector<std::unique_ptr<Engine>> engines_;
 };
@@ -341,6 +348,40 @@ TEST_F(EngineTest, HealthyReleaseReachesEveryDeviceWaveByWaveAndTheNextCycleStar
   EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.job_executions "
                            "where status = 'SUCCEEDED' and execution_number = 1"),
             20);
+}
+
+// While more device messages wait than the backlog limit, a pass queues no devices and does not
+// wait for the busy serve loop (the next pass looks again); once they are served, it queues on.
+TEST_F(EngineTest, NoDevicesAreQueuedWhileDeviceMessagesAreBacklogged) {
+  Fleet(4, 0, /*release=*/false);
+  backlog_limit_ = 20;
+  Engine& engine = StartEngine(R"({"waves": [{"percent": 100}], "soakSeconds": 0,
+                                   "cycleIntervalSeconds": 1})");
+  // The serve loop's write of telemetry waits for this lock, holding its batch; what arrives
+  // meanwhile waits in the inbound queue.
+  auto blocker = database_.Connect();
+  pqxx::work lock(*blocker);
+  lock.exec("lock table fleetwave.telemetry in access exclusive mode");
+  TestDevice device("d00", root_);
+  const std::string report = Json{{"firmware", "1.0.0"}}.dump();
+  device.Send("telemetry", report);
+  ASSERT_TRUE(
+      WaitFor("select count(*) > 0 from pg_stat_activity where wait_event_type = 'Lock' "
+              "and query like 'with changed as%'",  // the batch write, not the pruner
+              "the serve loop's write to wait for the telemetry table"));
+  for (int i = 0; i < 100; ++i) device.Send("telemetry", report);
+
+  Release();
+  ASSERT_TRUE(WaitFor("select count(*) = 1 from fleetwave.rollouts", "the release's rollout"));
+  const uint64_t passes = engine.stats().passes;
+  ASSERT_TRUE(testing_support::Eventually([&] { return engine.stats().passes >= passes + 10; }))
+      << "passes stopped: the engine waits for the serve loop";
+  EXPECT_EQ(Query<int64_t>("select count(*) from fleetwave.job_executions"), 0);
+  EXPECT_EQ(Query<int64_t>("select coalesce(sum(queued), 0) from fleetwave.waves"), 0);
+
+  lock.abort();  // the serve loop drains the backlog, and the next passes queue every device
+  ASSERT_TRUE(WaitFor("select count(*) = 4 from fleetwave.job_executions", "devices queued"));
+  EXPECT_TRUE(WaitFor("select count(*) = 101 from fleetwave.telemetry", "every report stored"));
 }
 
 TEST_F(EngineTest, BadReleaseIsAbortedAfterTheFirstWaveAndLaterWavesNeverHearOfIt) {
