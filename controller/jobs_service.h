@@ -8,8 +8,8 @@
 // Backpressure: the requests connection queues up to 100,000 messages in memory. Paho delivers
 // all clients' messages (the publisher's acknowledgements too) on one thread, which must never
 // wait: what arrives while that queue is full (an overload, or a long database outage) is
-// dropped and counted, and its devices ask again. While more than a quarter of it waits,
-// Backlogged() tells the engine to queue no new executions.
+// dropped and counted, and its devices ask again. While more than backlog_limit waits (a
+// quarter of it by default), Backlogged() tells the engine to queue no new executions.
 //
 // Two MQTT connections: `requests` (stable client id, persistent session, QoS 1 subscriptions to
 // the four request filters and telemetry) so requests sent while the controller is down are
